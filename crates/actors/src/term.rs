@@ -1,0 +1,362 @@
+//! The pure terminal model of one agent: a vt100 screen fed with the agent's
+//! output, the absolute output sequence number, the absolute line count, and
+//! the terminal signals (BEL, OSC 9, OSC 777) that feed state detection.
+//!
+//! No IO here. Invariant: after `feed`ing bytes `[0, seq)`, `snapshot()`
+//! rendered into a fresh terminal of the same size, followed by bytes
+//! `[seq, …)`, renders the same screen as replaying everything (see the
+//! property test below).
+
+/// What a chunk of output signalled, besides drawing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TermSignals {
+    pub bell: bool,
+    /// Desktop notifications (OSC 9 body, or OSC 777 `notify;title;body`).
+    pub notifications: Vec<String>,
+}
+
+#[derive(Default)]
+struct Signals {
+    pending: TermSignals,
+}
+
+impl vt100::Callbacks for Signals {
+    fn audible_bell(&mut self, _: &mut vt100::Screen) {
+        self.pending.bell = true;
+    }
+
+    fn unhandled_osc(&mut self, _: &mut vt100::Screen, params: &[&[u8]]) {
+        match params.first() {
+            // OSC 9;4 is a progress report (ConEmu), not a notification.
+            Some(&b"9") if params.get(1) != Some(&&b"4"[..]) => {
+                let body = params[1..]
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(";");
+                self.pending.notifications.push(body);
+            }
+            Some(&b"777") if params.get(1) == Some(&&b"notify"[..]) => {
+                let body = params[2..]
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                self.pending.notifications.push(body);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A point-in-time copy of the screen that reproduces it when written to a
+/// terminal of `cols`×`rows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub cols: u16,
+    pub rows: u16,
+    pub data: Vec<u8>,
+}
+
+pub struct TermModel {
+    parser: vt100::Parser<Signals>,
+    seq: u64,
+    lines: u64,
+    /// Output bytes after the last point where the parser was in its ground
+    /// state: an escape sequence or UTF-8 character split across chunks. A
+    /// snapshot replays them so a client's parser ends up mid-sequence too.
+    pending: Vec<u8>,
+}
+
+/// Where an incomplete sequence at the end of `data` starts, if any.
+/// A small scanner of the ECMA-48 shapes that matter: CSI, OSC/DCS/APC/PM/SOS
+/// strings, ESC with intermediates, and UTF-8 multibyte characters.
+fn incomplete_tail(data: &[u8]) -> Option<usize> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum S {
+        Ground,
+        Esc,
+        EscInter,
+        Csi,
+        Str,
+        StrEsc,
+        Utf8(u8),
+    }
+    // Only the bytes from the last ESC (or the last few, for UTF-8) can be incomplete.
+    let start = match data.iter().rposition(|b| *b == 0x1b) {
+        Some(i) => i,
+        None => data.len().saturating_sub(4),
+    };
+    let mut state = S::Ground;
+    let mut began = start;
+    for (i, &b) in data.iter().enumerate().skip(start) {
+        state = match state {
+            S::Ground | S::Utf8(0) => {
+                began = i;
+                match b {
+                    0x1b => S::Esc,
+                    0xc0..=0xdf => S::Utf8(1),
+                    0xe0..=0xef => S::Utf8(2),
+                    0xf0..=0xf7 => S::Utf8(3),
+                    _ => S::Ground,
+                }
+            }
+            S::Utf8(n) => {
+                if (0x80..=0xbf).contains(&b) {
+                    if n == 1 { S::Ground } else { S::Utf8(n - 1) }
+                } else {
+                    S::Ground
+                }
+            }
+            S::Esc => match b {
+                b'[' => S::Csi,
+                b']' | b'P' | b'X' | b'^' | b'_' => S::Str,
+                0x20..=0x2f => S::EscInter,
+                0x18 | 0x1a => S::Ground,
+                0x1b => S::Esc,
+                _ => S::Ground,
+            },
+            S::EscInter => match b {
+                0x20..=0x2f => S::EscInter,
+                _ => S::Ground,
+            },
+            S::Csi => match b {
+                0x40..=0x7e | 0x18 | 0x1a => S::Ground,
+                0x1b => S::Esc,
+                _ => S::Csi,
+            },
+            S::Str => match b {
+                0x07 | 0x18 | 0x1a => S::Ground,
+                0x1b => S::StrEsc,
+                _ => S::Str,
+            },
+            S::StrEsc => match b {
+                b'\\' => S::Ground,
+                _ => S::Str,
+            },
+        };
+        if state == S::Esc && b == 0x1b {
+            began = i;
+        }
+    }
+    match state {
+        S::Ground | S::Utf8(0) => None,
+        _ => Some(began),
+    }
+}
+
+impl std::fmt::Debug for TermModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TermModel")
+            .field("seq", &self.seq)
+            .field("lines", &self.lines)
+            .finish()
+    }
+}
+
+impl TermModel {
+    /// A model of `cols`×`rows` whose next byte has sequence number `seq`.
+    pub fn new(cols: u16, rows: u16, seq: u64) -> Self {
+        TermModel {
+            // No scrollback kept in cells: history lives in the on-disk log,
+            // which is what keeps resident memory per line near zero.
+            parser: vt100::Parser::new_with_callbacks(
+                rows.max(1),
+                cols.max(1),
+                0,
+                Signals::default(),
+            ),
+            seq,
+            lines: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Feed output; returns the signals it carried.
+    pub fn feed(&mut self, data: &[u8]) -> TermSignals {
+        self.parser.process(data);
+        self.seq += data.len() as u64;
+        self.track_pending(data);
+        self.lines += data.iter().filter(|b| **b == b'\n').count() as u64;
+        std::mem::take(&mut self.parser.callbacks_mut().pending)
+    }
+
+    fn track_pending(&mut self, data: &[u8]) {
+        if self.pending.is_empty() {
+            if let Some(i) = incomplete_tail(data) {
+                self.pending.extend_from_slice(&data[i..]);
+            }
+        } else {
+            // Re-scan the carried tail together with the new bytes.
+            let mut joined = std::mem::take(&mut self.pending);
+            joined.extend_from_slice(data);
+            if let Some(i) = incomplete_tail(&joined) {
+                self.pending = joined[i..].to_vec();
+            }
+        }
+        if self.pending.len() > 64 * 1024 {
+            // A runaway unterminated string: stop carrying it.
+            self.pending.clear();
+        }
+    }
+
+    /// Sequence number of the next output byte.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Absolute count of output lines fed (newlines), from the model's start.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    pub fn set_lines(&mut self, lines: u64) {
+        self.lines = lines;
+    }
+
+    pub fn size(&self) -> (u16, u16) {
+        let (rows, cols) = self.parser.screen().size();
+        (cols, rows)
+    }
+
+    pub fn resize(&mut self, cols: u16, rows: u16) {
+        self.parser.screen_mut().set_size(rows.max(1), cols.max(1));
+    }
+
+    /// Escape sequences that reproduce the current screen (contents, cursor,
+    /// attributes, modes) on a terminal of the same size.
+    pub fn snapshot(&self) -> Snapshot {
+        let (cols, rows) = self.size();
+        let screen = self.parser.screen();
+        let mut data = Vec::with_capacity(cols as usize * rows as usize + 64);
+        // Reset to a known state: leave any alternate screen, clear, home.
+        data.extend_from_slice(b"\x1b[?1049l\x1b[0m\x1b[H\x1b[2J");
+        if screen.alternate_screen() {
+            data.extend_from_slice(b"\x1b[?1049h");
+        }
+        data.extend_from_slice(&screen.state_formatted());
+        data.extend_from_slice(&self.pending);
+        Snapshot {
+            seq: self.seq,
+            cols,
+            rows,
+            data,
+        }
+    }
+
+    /// The visible screen as plain text (used by screen rules).
+    pub fn screen_text(&self) -> String {
+        self.parser.screen().contents()
+    }
+
+    /// The last `n` non-empty visible rows as plain text.
+    pub fn bottom_text(&self, n: usize) -> String {
+        let (cols, _) = self.size();
+        let rows: Vec<String> = self.parser.screen().rows(0, cols).collect();
+        let mut keep: Vec<&String> = rows
+            .iter()
+            .rev()
+            .filter(|r| !r.trim().is_empty())
+            .take(n)
+            .collect();
+        keep.reverse();
+        keep.into_iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// For tests: the screen formatted as escape codes, compare-able across models.
+    pub fn contents_formatted(&self) -> Vec<u8> {
+        self.parser.screen().contents_formatted()
+    }
+
+    pub fn cursor(&self) -> (u16, u16) {
+        self.parser.screen().cursor_position()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn bell_and_osc_notifications_are_signalled() {
+        let mut t = TermModel::new(80, 24, 0);
+        let s = t.feed(b"hello\x07");
+        assert!(s.bell);
+        let s = t.feed(b"\x1b]9;Claude needs your permission\x07");
+        assert_eq!(
+            s.notifications,
+            vec!["Claude needs your permission".to_string()]
+        );
+        let s = t.feed(b"\x1b]777;notify;Codex;turn done\x1b\\");
+        assert_eq!(s.notifications, vec!["Codex: turn done".to_string()]);
+        let s = t.feed(b"\x1b]9;4;1;50\x07");
+        assert!(s.notifications.is_empty(), "progress is not a notification");
+        assert_eq!(t.seq(), 5 + 1 + 34 + 31 + 12);
+    }
+
+    #[test]
+    fn counts_lines_absolutely() {
+        let mut t = TermModel::new(20, 5, 100);
+        for i in 0..50 {
+            t.feed(format!("line {i}\r\n").as_bytes());
+        }
+        assert_eq!(t.lines(), 50);
+        assert!(t.screen_text().contains("line 49"));
+        assert_eq!(t.bottom_text(1), "line 49");
+    }
+
+    fn chunk() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "[a-zA-Z0-9 ]{1,40}".prop_map(|s| s.into_bytes()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\x08".to_vec()),
+            Just(b"\t".to_vec()),
+            (0u8..8, 30u8..38).prop_map(|(a, c)| format!("\x1b[{a};{c}m").into_bytes()),
+            (0u8..255, 0u8..255, 0u8..255)
+                .prop_map(|(r, g, b)| format!("\x1b[38;2;{r};{g};{b}m").into_bytes()),
+            (1u8..30, 1u8..90).prop_map(|(r, c)| format!("\x1b[{r};{c}H").into_bytes()),
+            (0u8..3).prop_map(|k| format!("\x1b[{k}K").into_bytes()),
+            (0u8..3).prop_map(|k| format!("\x1b[{k}J").into_bytes()),
+            (1u8..5).prop_map(|n| format!("\x1b[{n}A").into_bytes()),
+            Just(b"\x1b[?1049h".to_vec()),
+            Just(b"\x1b[?1049l".to_vec()),
+            Just(b"\x1b[?25l".to_vec()),
+            Just(b"\x1b[?25h".to_vec()),
+            Just(b"\x1b[?2004h".to_vec()),
+            Just("héllo wörld ✓ 日本".as_bytes().to_vec()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Snapshot at a random cut point + the remaining deltas renders the
+        /// same screen as replaying the full stream.
+        #[test]
+        fn snapshot_plus_delta_equals_full_replay(
+            chunks in proptest::collection::vec(chunk(), 1..80),
+            cut in any::<proptest::sample::Index>(),
+            cols in 10u16..100,
+            rows in 3u16..30,
+        ) {
+            let stream: Vec<u8> = chunks.concat();
+            let cut = cut.index(stream.len() + 1);
+            let mut full = TermModel::new(cols, rows, 0);
+            full.feed(&stream);
+
+            let mut live = TermModel::new(cols, rows, 0);
+            live.feed(&stream[..cut]);
+            let snap = live.snapshot();
+            prop_assert_eq!(snap.seq, cut as u64);
+
+            let mut joined = TermModel::new(cols, rows, 0);
+            joined.feed(&snap.data);
+            joined.feed(&stream[cut..]);
+            prop_assert_eq!(joined.contents_formatted(), full.contents_formatted());
+            prop_assert_eq!(joined.cursor(), full.cursor());
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Error type for workspace document operations.
+
+use crate::model::AgentId;
+
+/// Errors returned by [`crate::WorkspaceDoc`].
+#[derive(Debug, thiserror::Error)]
+pub enum CrdtError {
+    /// The underlying Automerge document rejected an operation, or the
+    /// bytes given to [`crate::WorkspaceDoc::load`] were not a valid
+    /// document (including incremental chunks with missing dependencies).
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    /// A raw change passed to [`crate::WorkspaceDoc::apply_changes`] could
+    /// not be decoded.
+    #[error("invalid encoded change: {0}")]
+    InvalidChange(#[from] automerge::LoadChangeError),
+    /// The operation refers to an agent that does not exist in the document.
+    #[error("unknown agent {0}")]
+    UnknownAgent(AgentId),
+}

@@ -1,0 +1,197 @@
+//! Plain data records (agents, sessions, states) read from and written to the document.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Identity of one replica (device/process) writing to the document.
+///
+/// Every concurrently writing replica must use a distinct id. The all-zero id
+/// is reserved for the deterministic genesis change and should not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId(pub [u8; 16]);
+
+impl From<ActorId> for automerge::ActorId {
+    fn from(a: ActorId) -> Self {
+        automerge::ActorId::from(a.0)
+    }
+}
+
+/// Stable, unique identifier of an agent (the key of the `agents` map).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AgentId(pub String);
+
+impl AgentId {
+    /// Borrow the id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for AgentId {
+    fn from(s: &str) -> Self {
+        AgentId(s.to_owned())
+    }
+}
+
+impl From<String> for AgentId {
+    fn from(s: String) -> Self {
+        AgentId(s)
+    }
+}
+
+/// Lifecycle state of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentState {
+    /// Process spawned, not yet known to be working.
+    Starting,
+    /// Actively working.
+    Running,
+    /// Done with its turn, waiting for new input.
+    Idle,
+    /// Blocked on the user (permission prompt, question, ...).
+    Waiting,
+    /// Process exited with the given code.
+    Exited {
+        /// Exit code of the process.
+        code: i32,
+    },
+    /// Agent failed.
+    Error {
+        /// Human readable description.
+        message: String,
+    },
+}
+
+impl AgentState {
+    /// Short lowercase label, also used as the `kind` stored in the document.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AgentState::Starting => "starting",
+            AgentState::Running => "running",
+            AgentState::Idle => "idle",
+            AgentState::Waiting => "waiting",
+            AgentState::Exited { .. } => "exited",
+            AgentState::Error { .. } => "error",
+        }
+    }
+
+    /// Whether the agent can no longer change state on its own
+    /// ([`AgentState::Exited`] or [`AgentState::Error`]).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, AgentState::Exited { .. } | AgentState::Error { .. })
+    }
+}
+
+impl fmt::Display for AgentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentState::Exited { code } => write!(f, "exited({code})"),
+            AgentState::Error { message } => write!(f, "error: {message}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// One observed state change of an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateTransition {
+    /// The new state.
+    pub state: AgentState,
+    /// What detected it, e.g. `"hook:Stop"`, `"osc9"`, `"screen:rule-name"`, `"process"`.
+    pub source: String,
+    /// Wall clock time of the observation, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl StateTransition {
+    /// The implicit state of an agent without any recorded transition:
+    /// `Starting`, source `"process"`.
+    pub fn initial(at_ms: u64) -> Self {
+        StateTransition {
+            state: AgentState::Starting,
+            source: "process".to_owned(),
+            at_ms,
+        }
+    }
+}
+
+/// The current state of an agent is simply its latest transition.
+pub type StateRecord = StateTransition;
+
+/// An agent as stored in the workspace document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Unique id (map key in the document).
+    pub id: AgentId,
+    /// Human friendly name, unique among live agents by convention.
+    pub name: String,
+    /// Agent flavour, e.g. `"claude-code"`.
+    pub agent_type: String,
+    /// Command line (program and arguments).
+    pub command: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Workspace the agent belongs to.
+    pub workspace: String,
+    /// Device hosting the agent's process.
+    pub host_device: String,
+    /// Extra environment. Stored as a map: read back sorted by key, with
+    /// duplicate keys collapsed (last one written wins).
+    pub env: Vec<(String, String)>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Process id on the host device, if running.
+    pub pid: Option<u32>,
+    /// Id used to resume the agent's conversation.
+    pub resume_id: Option<String>,
+    /// Tombstone: when the agent was removed. Agents are never deleted.
+    pub removed_at_ms: Option<u64>,
+    /// Derived on read: the latest transition (or [`StateTransition::initial`]
+    /// at `created_at_ms`). Ignored by [`crate::WorkspaceDoc::upsert_agent`].
+    pub state: StateRecord,
+    /// Derived on read: all transitions, stably sorted by `at_ms` (ties keep
+    /// list order). Ignored by [`crate::WorkspaceDoc::upsert_agent`].
+    pub transitions: Vec<StateTransition>,
+}
+
+impl AgentRecord {
+    /// Whether the agent has been tombstoned.
+    pub fn is_removed(&self) -> bool {
+        self.removed_at_ms.is_some()
+    }
+}
+
+/// A named, saved group of agents that can be restored later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session name (map key in the document).
+    pub name: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The agents to restore, in order.
+    pub agents: Vec<SavedAgent>,
+}
+
+/// The definition of an agent as saved in a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedAgent {
+    /// Agent name.
+    pub name: String,
+    /// Agent flavour, e.g. `"claude-code"`.
+    pub agent_type: String,
+    /// Command line (program and arguments).
+    pub command: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Id used to resume the agent's conversation.
+    pub resume_id: Option<String>,
+    /// Extra environment; read back sorted by key (stored as a map).
+    pub env: Vec<(String, String)>,
+}

@@ -1,0 +1,295 @@
+//! Configuration: `$AGENTOS_HOME/config.toml`, overridden by a project's
+//! `.agentos/config.toml`. Every key has an embedded default, so nothing needs
+//! configuring. Unknown keys are errors (a typo must not pass silently).
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub general: General,
+    pub terminal: Terminal,
+    pub daemon: Daemon,
+    /// A project's own `[workspace]` table (id shared by all clones).
+    pub workspace: Workspace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct General {
+    /// Agent type used by `agentos create <name>` without `--agent` or `--`.
+    pub default_agent: String,
+    /// The detach key of `agentos attach`, tmux notation (`C-b d`, `C-a q`, `C-\`).
+    pub detach_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Terminal {
+    /// Size used when an agent is created without a terminal (`--detach` from a script).
+    pub default_cols: u16,
+    pub default_rows: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Daemon {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `AGENTOS_LOG_LEVEL` overrides.
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Workspace {
+    pub id: Option<String>,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            default_agent: "shell".into(),
+            detach_key: "C-b d".into(),
+        }
+    }
+}
+
+impl Default for Terminal {
+    fn default() -> Self {
+        Terminal {
+            default_cols: 120,
+            default_rows: 40,
+        }
+    }
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("unknown config key `{0}`")]
+    UnknownKey(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn read_table(path: &Path) -> Result<Option<toml::Table>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .parse::<toml::Table>()
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn parse(table: toml::Table, path: &Path) -> Result<Config, ConfigError> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+}
+
+/// The project config file for a directory: the nearest `.agentos/config.toml`
+/// at or above `dir`.
+pub fn project_config_path(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .map(|d| d.join(".agentos").join("config.toml"))
+        .find(|p| p.is_file())
+}
+
+/// Load the global config, then the project override for `project_dir`.
+pub fn load(global: &Path, project_dir: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut table = toml::Table::new();
+    if let Some(t) = read_table(global)? {
+        parse(t.clone(), global)?;
+        merge(&mut table, t);
+    }
+    if let Some(p) = project_dir.and_then(project_config_path) {
+        if let Some(t) = read_table(&p)? {
+            parse(t.clone(), &p)?;
+            merge(&mut table, t);
+        }
+        return parse(table, &p);
+    }
+    parse(table, global)
+}
+
+/// `agentos config get <key>` on the effective config.
+pub fn get(cfg: &Config, key: &str) -> Result<toml::Value, ConfigError> {
+    let v = toml::Value::try_from(cfg).map_err(|e| ConfigError::Invalid {
+        path: PathBuf::from("<effective>"),
+        message: e.to_string(),
+    })?;
+    let mut cur = &v;
+    for part in key.split('.') {
+        cur = cur
+            .get(part)
+            .ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+    }
+    Ok(cur.clone())
+}
+
+/// `agentos config set <key> <value>` on the global file. The value is parsed
+/// as TOML (so `42`, `true`, `"x"` work), falling back to a plain string.
+pub fn set(global: &Path, key: &str, raw: &str) -> Result<(), ConfigError> {
+    // The key must exist in the schema.
+    get(&Config::default(), key)?;
+    let mut table = read_table(global)?.unwrap_or_default();
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = &mut table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    parse(table.clone(), global)?;
+    if let Some(dir) = global.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ConfigError::Write {
+            path: global.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(global, toml::to_string_pretty(&table).unwrap_or_default()).map_err(|source| {
+        ConfigError::Write {
+            path: global.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Parse a detach key like `C-b d` into the byte sequence typed for it.
+pub fn parse_detach_key(spec: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for part in spec.split_whitespace() {
+        if let Some(k) = part.strip_prefix("C-").or_else(|| part.strip_prefix("^")) {
+            let c = k
+                .chars()
+                .next()
+                .filter(|_| k.chars().count() == 1)
+                .ok_or_else(|| format!("bad key `{part}` in `{spec}`: expected C-<char>"))?;
+            let b = c.to_ascii_lowercase() as u32;
+            let code = match c {
+                '@' => 0,
+                '[' => 0x1b,
+                '\\' => 0x1c,
+                ']' => 0x1d,
+                _ if (b'a' as u32..=b'z' as u32).contains(&b) => b - b'a' as u32 + 1,
+                _ => return Err(format!("unsupported control key `{part}`")),
+            };
+            out.push(code as u8);
+        } else if part.chars().count() == 1 && part.is_ascii() {
+            out.extend_from_slice(part.as_bytes());
+        } else {
+            return Err(format!("bad key `{part}` in `{spec}`"));
+        }
+    }
+    if out.is_empty() {
+        return Err("empty detach key".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = load(&dir.path().join("config.toml"), None).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn project_overrides_global_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let global = dir.path().join("config.toml");
+        std::fs::write(
+            &global,
+            "[general]\ndefault_agent = \"claude\"\ndetach_key = \"C-a d\"\n",
+        )
+        .unwrap();
+        let proj = dir.path().join("proj");
+        std::fs::create_dir_all(proj.join(".agentos")).unwrap();
+        std::fs::write(
+            proj.join(".agentos/config.toml"),
+            "[general]\ndefault_agent = \"codex\"\n",
+        )
+        .unwrap();
+        let cfg = load(&global, Some(&proj.join("sub"))).unwrap();
+        assert_eq!(cfg.general.default_agent, "codex");
+        assert_eq!(cfg.general.detach_key, "C-a d");
+        std::fs::write(&global, "[general]\ndefualt_agent = 1\n").unwrap();
+        let err = load(&global, None).unwrap_err().to_string();
+        assert!(err.contains("defualt_agent"), "{err}");
+    }
+
+    #[test]
+    fn set_and_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let global = dir.path().join("config.toml");
+        set(&global, "terminal.default_cols", "100").unwrap();
+        set(&global, "general.default_agent", "aider").unwrap();
+        let cfg = load(&global, None).unwrap();
+        assert_eq!(cfg.terminal.default_cols, 100);
+        assert_eq!(
+            get(&cfg, "general.default_agent").unwrap().as_str(),
+            Some("aider")
+        );
+        assert!(set(&global, "nope.key", "1").is_err());
+        assert!(set(&global, "terminal.default_cols", "\"wide\"").is_err());
+    }
+
+    #[test]
+    fn detach_keys() {
+        assert_eq!(parse_detach_key("C-b d").unwrap(), vec![2, b'd']);
+        assert_eq!(parse_detach_key("C-\\").unwrap(), vec![0x1c]);
+        assert!(parse_detach_key("Ctrl-b").is_err());
+    }
+}

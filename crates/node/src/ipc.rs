@@ -1,0 +1,253 @@
+//! The daemon's Unix-socket server. Each connection is a `ClientActor`: a
+//! reader task feeds it frames through its bounded mailbox, and everything
+//! it sends goes through one bounded queue drained by a writer task. An
+//! attached client's queue is the same one the `AgentActor` fills, so a slow
+//! client only ever delays itself.
+
+use crate::registry::{ClientRequest, Lookup, NodeActor};
+use actix::prelude::*;
+use agentos_actors::agent::{self as agent_msgs, AgentActor, SUBSCRIBER_QUEUE, SubscriberId};
+use agentos_proto::{
+    CLIENT_MAGIC, ClientFrame, ErrorCode, ErrorInfo, PROTOCOL_VERSION, Request, Response,
+    ServerFrame, WireError, check_hello, hello_bytes, read_frame_async, write_frame_async,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// Accept connections forever.
+pub async fn serve(listener: UnixListener, node: Addr<NodeActor>) {
+    let mut next_id = 1u64;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let node = node.clone();
+                let id = next_id;
+                next_id += 1;
+                actix::spawn(async move {
+                    if let Err(e) = connection(stream, node, id).await {
+                        debug!(conn = id, error = %e, "connection ended");
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "accept failed"),
+        }
+    }
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    node: Addr<NodeActor>,
+    id: u64,
+) -> Result<(), WireError> {
+    let mut hello = [0u8; 8];
+    stream.read_exact(&mut hello).await?;
+    // Always answer with our own hello so the client can name the mismatch.
+    stream
+        .write_all(&hello_bytes(CLIENT_MAGIC, PROTOCOL_VERSION))
+        .await?;
+    if let Err(e) = check_hello(CLIENT_MAGIC, hello) {
+        warn!(conn = id, error = %e, "client rejected at hello");
+        return Err(e);
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<ServerFrame>(SUBSCRIBER_QUEUE);
+    let writer = actix::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if write_frame_async(&mut wr, &frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let client = ClientActor {
+        id,
+        node,
+        tx: tx.clone(),
+        attached: None,
+    }
+    .start();
+    let result = loop {
+        match read_frame_async::<ClientFrame, _>(&mut rd).await {
+            Ok(frame) => {
+                if client.send(Incoming { frame }).await.is_err() {
+                    break Ok(());
+                }
+            }
+            Err(WireError::Closed) => break Ok(()),
+            Err(e @ (WireError::Decode(_) | WireError::TooLarge(_))) => {
+                warn!(conn = id, error = %e, "malformed frame; closing this connection");
+                let _ = tx
+                    .send(ServerFrame::Response(Response::Error {
+                        error: ErrorInfo::new(ErrorCode::BadFrame, e.to_string()),
+                    }))
+                    .await;
+                break Err(e);
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    client.do_send(Disconnected);
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+pub struct ClientActor {
+    id: u64,
+    node: Addr<NodeActor>,
+    tx: mpsc::Sender<ServerFrame>,
+    attached: Option<(Addr<AgentActor>, SubscriberId)>,
+}
+
+impl Actor for ClientActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Incoming {
+    frame: ClientFrame,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Disconnected;
+
+impl Handler<Disconnected> for ClientActor {
+    type Result = ();
+    fn handle(&mut self, _: Disconnected, ctx: &mut Context<Self>) {
+        if let Some((agent, sub)) = self.attached.take() {
+            let _ = agent.try_send(agent_msgs::Detach { sub: Some(sub) });
+        }
+        ctx.stop();
+    }
+}
+
+fn respond(tx: &mpsc::Sender<ServerFrame>, r: Response) -> impl Future<Output = ()> + use<> {
+    let tx = tx.clone();
+    async move {
+        let _ = tx.send(ServerFrame::Response(r)).await;
+    }
+}
+
+impl Handler<Incoming> for ClientActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        let _span = tracing::debug_span!("client", conn = self.id).entered();
+        match msg.frame {
+            ClientFrame::Request(Request::Attach { name, cols, rows }) => {
+                let node = self.node.clone();
+                let tx = self.tx.clone();
+                // `wait`: no other frame of this client is handled until attached.
+                ctx.wait(
+                    async move {
+                        let agent = node
+                            .send(Lookup { name })
+                            .await
+                            .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))??;
+                        let sub = agent
+                            .send(agent_msgs::Attach { cols, rows, tx })
+                            .await
+                            .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))??;
+                        Ok::<_, ErrorInfo>((agent, sub))
+                    }
+                    .into_actor(self)
+                    .then(|r, act, _| {
+                        let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> = match r {
+                            Ok(pair) => {
+                                act.attached = Some(pair);
+                                Box::pin(async {})
+                            }
+                            Err(e) => Box::pin(respond(&act.tx, Response::Error { error: e })),
+                        };
+                        fut.into_actor(act)
+                    }),
+                );
+            }
+            ClientFrame::Request(Request::Logs {
+                name,
+                lines,
+                follow: true,
+            }) => {
+                let node = self.node.clone();
+                let tx = self.tx.clone();
+                ctx.wait(
+                    async move {
+                        let text = node
+                            .send(ClientRequest {
+                                req: Request::Logs {
+                                    name: name.clone(),
+                                    lines,
+                                    follow: false,
+                                },
+                            })
+                            .await
+                            .unwrap_or(Response::Error {
+                                error: ErrorInfo::new(ErrorCode::Internal, "node unavailable"),
+                            });
+                        let failed = matches!(text, Response::Error { .. });
+                        let _ = tx.send(ServerFrame::Response(text)).await;
+                        if failed {
+                            return;
+                        }
+                        if let Ok(Ok(agent)) = node.send(Lookup { name }).await {
+                            let _ = agent.send(agent_msgs::FollowLogs { tx }).await;
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+            ClientFrame::Request(req) => {
+                let node = self.node.clone();
+                let tx = self.tx.clone();
+                ctx.wait(
+                    async move {
+                        let r = node
+                            .send(ClientRequest { req })
+                            .await
+                            .unwrap_or(Response::Error {
+                                error: ErrorInfo::new(
+                                    ErrorCode::Internal,
+                                    "the node is shutting down",
+                                ),
+                            });
+                        let _ = tx.send(ServerFrame::Response(r)).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+            ClientFrame::Input { data } => {
+                if let Some((agent, _)) = &self.attached {
+                    let agent = agent.clone();
+                    // `wait` keeps keystrokes in order.
+                    ctx.wait(
+                        async move {
+                            let _ = agent.send(agent_msgs::Input { data }).await;
+                        }
+                        .into_actor(self),
+                    );
+                }
+            }
+            ClientFrame::Resize { cols, rows } => {
+                if let Some((agent, sub)) = &self.attached {
+                    let _ = agent.try_send(agent_msgs::Resize {
+                        sub: *sub,
+                        cols,
+                        rows,
+                    });
+                }
+            }
+            ClientFrame::Detach => {
+                if let Some((agent, sub)) = self.attached.take() {
+                    let _ = agent.try_send(agent_msgs::Detach { sub: Some(sub) });
+                }
+            }
+        }
+    }
+}

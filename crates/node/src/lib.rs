@@ -1,0 +1,15 @@
+//! The AgentOS node (daemon): composition root, local IPC server, storage,
+//! configuration, agent definitions and per-session hook injection.
+
+pub mod config;
+pub mod daemon;
+pub mod definitions;
+pub mod doc_actor;
+pub mod hooks;
+pub mod ipc;
+pub mod paths;
+pub mod registry;
+pub mod store;
+pub mod workspace;
+
+pub use agentos_proto as proto;

@@ -1,0 +1,207 @@
+//! The user-facing error table: every failure a user can meet has a code, a
+//! one-line hint and its own process exit code. The daemon sends these over
+//! the wire; the CLI prints them (or emits them as JSON with `--json`).
+
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes. The numbering is part of the public interface: never
+/// renumber, only append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// E001: the daemon could not be reached or started.
+    DaemonUnavailable,
+    /// E002: no agent with that name.
+    AgentNotFound,
+    /// E003: an agent with that name already exists.
+    NameInUse,
+    /// E004: `--agent` names no known agent type.
+    UnknownAgentType,
+    /// E005: the agent's command is not installed / not on PATH.
+    CommandNotFound,
+    /// E006: client and daemon speak different protocol versions.
+    ProtocolMismatch,
+    /// E007: a malformed or oversized frame was received.
+    BadFrame,
+    /// E008: the store (sled database) is corrupt; a backup was kept.
+    StoreCorrupt,
+    /// E009: a config file is invalid.
+    ConfigInvalid,
+    /// E010: `agentos wait` timed out.
+    WaitTimeout,
+    /// E011: another daemon already runs on this home.
+    DaemonAlreadyRunning,
+    /// E012: an argument is invalid (bad name, bad value).
+    InvalidArgument,
+    /// E013: the agent process could not be spawned.
+    SpawnFailed,
+    /// E014: the agent is not running (exited) so it cannot take input.
+    AgentNotRunning,
+    /// E015: no preset with that name.
+    PresetNotFound,
+    /// E016: no saved session with that name.
+    SessionNotFound,
+    /// E017: an internal error (a bug): the daemon keeps running.
+    Internal,
+    /// E018: the requested isolation level is not available.
+    IsolationUnavailable,
+}
+
+impl ErrorCode {
+    /// `E001`…: the code printed to users.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorCode::DaemonUnavailable => "E001",
+            ErrorCode::AgentNotFound => "E002",
+            ErrorCode::NameInUse => "E003",
+            ErrorCode::UnknownAgentType => "E004",
+            ErrorCode::CommandNotFound => "E005",
+            ErrorCode::ProtocolMismatch => "E006",
+            ErrorCode::BadFrame => "E007",
+            ErrorCode::StoreCorrupt => "E008",
+            ErrorCode::ConfigInvalid => "E009",
+            ErrorCode::WaitTimeout => "E010",
+            ErrorCode::DaemonAlreadyRunning => "E011",
+            ErrorCode::InvalidArgument => "E012",
+            ErrorCode::SpawnFailed => "E013",
+            ErrorCode::AgentNotRunning => "E014",
+            ErrorCode::PresetNotFound => "E015",
+            ErrorCode::SessionNotFound => "E016",
+            ErrorCode::Internal => "E017",
+            ErrorCode::IsolationUnavailable => "E018",
+        }
+    }
+
+    /// The process exit code `agentos` uses for this error. 124 for a wait
+    /// timeout mirrors `timeout(1)`.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorCode::WaitTimeout => 124,
+            ErrorCode::InvalidArgument => 2,
+            other => 10 + other.index() as i32,
+        }
+    }
+
+    fn index(self) -> u8 {
+        // E001 → 1 … so exit codes are 11, 12, … and stable.
+        self.code()[1..].parse().unwrap_or(17)
+    }
+
+    /// A one-line hint telling the user how to get unstuck.
+    pub fn hint(self) -> &'static str {
+        match self {
+            ErrorCode::DaemonUnavailable => {
+                "check `agentos daemon status` and `agentos daemon logs`; start it with `agentos daemon start`"
+            }
+            ErrorCode::AgentNotFound => "run `agentos list --all` to see the agents on this node",
+            ErrorCode::NameInUse => {
+                "pick another name, or `agentos destroy <name>` the existing agent first"
+            }
+            ErrorCode::UnknownAgentType => {
+                "run `agentos agents list` for the known types, or add ~/.agentos/agents/<name>.toml"
+            }
+            ErrorCode::CommandNotFound => {
+                "install the agent (see `agentos agents doctor`) or put its command on PATH"
+            }
+            ErrorCode::ProtocolMismatch => {
+                "the daemon runs another agentos version: run `agentos daemon stop` (agents keep running) and retry"
+            }
+            ErrorCode::BadFrame => {
+                "the peer sent a malformed message; upgrade both sides to the same version"
+            }
+            ErrorCode::StoreCorrupt => {
+                "the damaged store was moved aside as a backup; agents were rebuilt from their on-disk specs"
+            }
+            ErrorCode::ConfigInvalid => "fix the file named above, or run `agentos config edit`",
+            ErrorCode::WaitTimeout => {
+                "raise --timeout, or check the agent with `agentos status <name> --explain`"
+            }
+            ErrorCode::DaemonAlreadyRunning => {
+                "use the running daemon, or stop it with `agentos daemon stop`"
+            }
+            ErrorCode::InvalidArgument => "see `agentos <command> --help`",
+            ErrorCode::SpawnFailed => {
+                "check the command and working directory; see `agentos daemon logs`"
+            }
+            ErrorCode::AgentNotRunning => "restart it with `agentos restart <name>`",
+            ErrorCode::PresetNotFound => {
+                "presets live in ~/.agentos/presets/*.toml or .agentos/presets/*.toml; built-ins: `agentos agents list`"
+            }
+            ErrorCode::SessionNotFound => "list saved sessions with `agentos session list`",
+            ErrorCode::Internal => {
+                "this is a bug: please report it with `agentos daemon logs` attached"
+            }
+            ErrorCode::IsolationUnavailable => "use `--isolation none` explicitly",
+        }
+    }
+}
+
+/// An error as it travels over the wire and is shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Overrides [`ErrorCode::hint`] when the situation knows better (e.g. an install hint).
+    pub hint: Option<String>,
+}
+
+impl ErrorInfo {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorInfo {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn hint(&self) -> &str {
+        self.hint.as_deref().unwrap_or(self.code.hint())
+    }
+}
+
+impl std::fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code.code(), self.message)
+    }
+}
+
+impl std::error::Error for ErrorInfo {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let all = [
+            ErrorCode::DaemonUnavailable,
+            ErrorCode::AgentNotFound,
+            ErrorCode::NameInUse,
+            ErrorCode::UnknownAgentType,
+            ErrorCode::CommandNotFound,
+            ErrorCode::ProtocolMismatch,
+            ErrorCode::BadFrame,
+            ErrorCode::StoreCorrupt,
+            ErrorCode::ConfigInvalid,
+            ErrorCode::WaitTimeout,
+            ErrorCode::DaemonAlreadyRunning,
+            ErrorCode::InvalidArgument,
+            ErrorCode::SpawnFailed,
+            ErrorCode::AgentNotRunning,
+            ErrorCode::PresetNotFound,
+            ErrorCode::SessionNotFound,
+            ErrorCode::Internal,
+            ErrorCode::IsolationUnavailable,
+        ];
+        let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert_eq!(ErrorCode::AgentNotFound.exit_code(), 12);
+        assert_eq!(ErrorCode::WaitTimeout.exit_code(), 124);
+    }
+}

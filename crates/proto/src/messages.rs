@@ -1,0 +1,278 @@
+//! Message types of the local protocols. Structs with named fields and enums
+//! only: no positional tuples, no strings standing in for types.
+
+use crate::ErrorInfo;
+pub use agentos_crdt::AgentState;
+use serde::{Deserialize, Serialize};
+
+/// Which state `agentos wait` blocks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitTarget {
+    Waiting,
+    Idle,
+    Exited,
+}
+
+/// Isolation level requested at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    None,
+}
+
+/// Everything the daemon needs to create one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSpec {
+    pub name: String,
+    /// Agent type (`claude`, `custom/foo`…); `None` with a `command` means a plain command.
+    pub agent_type: Option<String>,
+    /// Explicit command after `--`; overrides the definition's command and args.
+    pub command: Vec<String>,
+    /// Extra arguments appended to the definition's command (presets).
+    pub extra_args: Vec<String>,
+    pub cwd: String,
+    pub isolation: Isolation,
+    /// The client's environment, so the agent sees the user's PATH and keys.
+    /// Stored only on this device (mode 0600), never in the replicated document.
+    pub env: Vec<EnvVar>,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+}
+
+/// One agent as `list` and `status` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: String,
+    pub name: String,
+    pub agent_type: String,
+    pub state: AgentState,
+    /// Which ranked source decided the state (`hook:Stop`, `osc9`, `screen:prompt`, `process`).
+    pub state_source: String,
+    pub started_at_ms: Option<u64>,
+    pub pid: Option<u32>,
+    pub workspace: String,
+    pub cwd: String,
+    pub command: Vec<String>,
+    pub resume_id: Option<String>,
+    /// False once the agent has been destroyed (shown by `list --all`).
+    pub live: bool,
+}
+
+/// `status --explain`: every source's current opinion, highest rank first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateExplain {
+    pub info: AgentInfo,
+    pub sources: Vec<SourceOpinion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceOpinion {
+    /// 1 = hooks, 2 = OSC/BEL, 3 = screen rules, 4 = process.
+    pub rank: u8,
+    pub source: String,
+    pub opinion: Option<AgentState>,
+    pub detail: String,
+    pub decided: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub version: String,
+    pub started_at_ms: u64,
+    pub home: String,
+    pub socket: String,
+    pub agents: u32,
+    pub rss_bytes: u64,
+    /// Problems found at start (a damaged store…), with their error codes.
+    pub notices: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub name: String,
+    pub created_at_ms: u64,
+    pub agents: Vec<String>,
+}
+
+/// Client → daemon requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    DaemonStatus,
+    Shutdown {
+        kill_agents: bool,
+    },
+    Create {
+        spec: CreateSpec,
+    },
+    List {
+        all: bool,
+    },
+    Status {
+        name: String,
+    },
+    Destroy {
+        name: String,
+        force: bool,
+    },
+    Restart {
+        name: String,
+    },
+    Send {
+        name: String,
+        text: String,
+        enter: bool,
+    },
+    Logs {
+        name: String,
+        lines: Option<u32>,
+        follow: bool,
+    },
+    Attach {
+        name: String,
+        cols: u16,
+        rows: u16,
+    },
+    /// `agentos detach` from inside an agent's terminal: detach its clients.
+    Detach {
+        agent_id: String,
+    },
+    Wait {
+        name: String,
+        until: WaitTarget,
+        timeout_ms: u64,
+    },
+    /// Delivered by `agentos hook` when an agent's own hook fires.
+    Hook {
+        agent_id: String,
+        event: String,
+        payload: String,
+    },
+    Restore,
+    SessionSave {
+        name: String,
+        agents: Vec<String>,
+    },
+    SessionRestore {
+        name: String,
+        env: Vec<EnvVar>,
+    },
+    SessionList,
+}
+
+/// Daemon → client replies to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Pong { pid: u32 },
+    DaemonStatus { status: DaemonStatus },
+    Agent { info: AgentInfo },
+    Agents { agents: Vec<AgentInfo> },
+    Explain { explain: StateExplain },
+    Text { text: String },
+    Restored { agents: Vec<AgentInfo> },
+    Sessions { sessions: Vec<SessionSummary> },
+    Error { error: ErrorInfo },
+}
+
+/// Frames a client sends. After `Request::Attach` the client may send the
+/// input-side frames; after `Request::Logs{follow}` it only listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    Request(Request),
+    Input { data: Vec<u8> },
+    Resize { cols: u16, rows: u16 },
+    Detach,
+}
+
+/// Why an attach stream ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DetachReason {
+    /// The user pressed the detach key or ran `agentos detach`.
+    Requested,
+    /// The agent was destroyed or restarted.
+    AgentGone,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+/// Frames the daemon sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // responses are rare; output frames dominate and are small structs
+pub enum ServerFrame {
+    Response(Response),
+    /// Full screen state at output sequence `seq`; deltas continue from `seq`.
+    Snapshot {
+        seq: u64,
+        cols: u16,
+        rows: u16,
+        data: Vec<u8>,
+    },
+    /// Raw output bytes `[seq, seq + data.len())`.
+    Output {
+        seq: u64,
+        data: Vec<u8>,
+    },
+    /// Plain-text log lines (`logs --follow`).
+    LogText {
+        text: String,
+    },
+    Exited {
+        state: AgentState,
+    },
+    Detached {
+        reason: DetachReason,
+    },
+}
+
+/// Daemon → holder commands (after the holder hello).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HolderCmd {
+    /// Start streaming output from byte offset `since` (clamped to what exists).
+    Subscribe {
+        since: u64,
+    },
+    Input {
+        data: Vec<u8>,
+    },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    /// Send a signal to the agent's process group.
+    Signal {
+        signal: i32,
+    },
+}
+
+/// Holder → daemon events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HolderEvent {
+    /// First message on every connection.
+    Info {
+        holder_pid: u32,
+        child_pid: Option<u32>,
+        /// Total output bytes ever written to the log (the next sequence number).
+        total: u64,
+        /// Output offset at which this holder's child started (restarts append).
+        started_seq: u64,
+        started_at_ms: u64,
+        cols: u16,
+        rows: u16,
+    },
+    Output {
+        seq: u64,
+        data: Vec<u8>,
+    },
+    /// The child exited; no more output follows.
+    Exited {
+        code: i32,
+        signal: Option<i32>,
+    },
+}
