@@ -464,7 +464,7 @@ struct HolderConnected {
 
 impl Handler<HolderConnected> for AgentActor {
     type Result = ();
-    fn handle(&mut self, msg: HolderConnected, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: HolderConnected, ctx: &mut Context<Self>) {
         if msg.generation != self.generation {
             return;
         }
@@ -479,6 +479,7 @@ impl Handler<HolderConnected> for AgentActor {
             agent_id: self.cfg.id.clone(),
             pid: msg.pid,
         });
+        self.emit_state(ctx);
     }
 }
 

@@ -16,6 +16,8 @@ use regex::Regex;
 
 /// How long after the last output a process with no other signal counts as running.
 pub const ACTIVITY_WINDOW_MS: u64 = 1500;
+/// A process that has printed nothing this long after start counts as idle.
+pub const STARTUP_GRACE_MS: u64 = 2000;
 
 /// A compiled screen rule.
 #[derive(Debug, Clone)]
@@ -178,7 +180,10 @@ impl StateEngine {
 
     fn process_opinion(&self, now_ms: u64) -> (AgentState, String) {
         match self.last_output_ms {
-            None => (AgentState::Starting, "process: no output yet".into()),
+            None if now_ms.saturating_sub(self.started_at_ms) < STARTUP_GRACE_MS => {
+                (AgentState::Starting, "process: no output yet".into())
+            }
+            None => (AgentState::Idle, "process: alive, silent since start".into()),
             Some(t) if now_ms.saturating_sub(t) < ACTIVITY_WINDOW_MS => (
                 AgentState::Running,
                 "process: output in the last 1.5 s".into(),
@@ -214,7 +219,10 @@ impl StateEngine {
         if !self.alive {
             return None;
         }
-        self.last_output_ms.map(|t| t + ACTIVITY_WINDOW_MS)
+        Some(match self.last_output_ms {
+            Some(t) => t + ACTIVITY_WINDOW_MS,
+            None => self.started_at_ms + STARTUP_GRACE_MS,
+        })
     }
 
     pub fn started_at_ms(&self) -> u64 {

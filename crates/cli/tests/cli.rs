@@ -1,0 +1,650 @@
+//! Integration tests: the real `agentos` binary against a daemon with a
+//! temporary `AGENTOS_HOME`, real PTYs and fake agents that behave like the
+//! real CLIs (tests/fixtures/bin).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use support::*;
+
+// ---------------------------------------------------------------- daemon ---
+
+#[test]
+fn daemon_autostarts_and_reports_status() {
+    let n = Node::new();
+    let o = n.run(&["daemon", "status"]);
+    assert_eq!(o.code, 3, "not running yet: {o:?}");
+    // The first command that needs the daemon starts it.
+    let o = n.ok(&["list"]);
+    assert!(o.stdout.contains("no agents"), "{o:?}");
+    let pid = n.daemon_pid().expect("pid file");
+    assert!(alive(pid));
+    assert!(n.home.join("agentos.sock").exists());
+    let o = n.ok(&["daemon", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["pid"], pid);
+    assert_eq!(v["agents"], 0);
+    // JSON logs
+    let logs = n.ok(&["daemon", "logs"]).stdout;
+    let first = logs.lines().find(|l| l.contains("daemon starting")).expect("start logged");
+    let j: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert_eq!(j["level"], "INFO");
+    n.ok(&["daemon", "stop"]);
+    wait_until("daemon exits", T, || !alive(pid));
+    assert!(!n.home.join("daemon.pid").exists());
+    assert!(!n.home.join("agentos.sock").exists());
+}
+
+#[test]
+fn two_daemons_never_share_a_home() {
+    let n = Node::new();
+    n.ok(&["daemon", "start"]);
+    let pid = n.daemon_pid().unwrap();
+    let o = n.run(&["daemon", "start", "--foreground"]);
+    assert_eq!(o.code, 21, "second daemon must refuse: {o:?}");
+    assert!(o.stderr.contains("E011") && o.stderr.contains(&pid.to_string()), "{o:?}");
+    let o = n.ok(&["daemon", "start"]);
+    assert!(o.stdout.contains("already running"), "{o:?}");
+    assert_eq!(n.daemon_pid(), Some(pid));
+}
+
+#[test]
+fn socket_path_and_log_level_come_from_the_environment() {
+    let n = Node::new();
+    let sock = n.dir.path().join("custom.sock");
+    let n = n
+        .env("AGENTOS_SOCKET", sock.to_str().unwrap())
+        .env("AGENTOS_LOG_LEVEL", "debug");
+    n.ok(&["create", "e1", "--detach", "--", "bash", "--norc", "-c", "echo hi; exec sleep 600"]);
+    assert!(sock.exists(), "daemon listens on $AGENTOS_SOCKET");
+    assert!(!n.home.join("agentos.sock").exists());
+    n.ok(&["list"]);
+    wait_until("debug lines in the log", T, || {
+        std::fs::read_to_string(n.home.join("logs/daemon.log"))
+            .unwrap_or_default()
+            .contains("\"level\":\"DEBUG\"")
+    });
+}
+
+#[test]
+fn protocol_version_mismatch_is_a_clear_error() {
+    let n = Node::new();
+    n.ok(&["daemon", "start"]);
+    let n = n.env("AGENTOS_TEST_PROTOCOL_VERSION", "99");
+    let o = n.run(&["list"]);
+    assert_eq!(o.code, 16, "{o:?}");
+    assert!(o.stderr.contains("E006") && o.stderr.contains("v99") && o.stderr.contains("v1"), "{o:?}");
+    assert!(o.stderr.contains("agentos daemon stop"), "hint: {o:?}");
+}
+
+#[test]
+fn malformed_frames_get_an_error_and_the_daemon_keeps_running() {
+    let n = Node::new();
+    n.ok(&["create", "keep", "--detach", "--", "bash", "--norc", "-c", "echo still-here; exec sleep 600"]);
+    let sock = n.home.join("agentos.sock");
+    // 1. a correct hello, then garbage in a frame
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.write_all(b"AGOS\0\0\0\x01").unwrap();
+    let mut hello = [0u8; 8];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"AGOS\0\0\0\x01");
+    s.write_all(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb]).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("malformed"), "daemon answers with a BadFrame error: {text:?}");
+    // 2. an absurd length prefix
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.write_all(b"AGOS\0\0\0\x01").unwrap();
+    s.read_exact(&mut hello).unwrap();
+    s.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    // 3. not our protocol at all
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    // Still alive, data intact.
+    n.wait_log("keep", "still-here");
+    assert_eq!(n.agent("keep")["live"], true);
+    let errors = std::fs::read_to_string(n.home.join("logs/daemon.log")).unwrap();
+    assert!(errors.contains("malformed frame"), "rejections are logged");
+}
+
+// ------------------------------------------------------- agent lifecycle ---
+
+#[test]
+fn create_list_send_logs_restart_destroy() {
+    let n = Node::new();
+    let o = n.ok(&["create", "w1", "--detach", "--", "bash", "--norc", "-i"]);
+    assert!(o.stdout.contains("created w1"), "{o:?}");
+    let a = n.agent("w1");
+    assert_eq!(a["agent_type"], "command");
+    assert!(a["pid"].as_u64().unwrap() > 0);
+    assert_eq!(a["cwd"], n.work.canonicalize().unwrap().display().to_string());
+    assert_eq!(a["workspace"], n.work.canonicalize().unwrap().display().to_string());
+    let table = n.ok(&["list"]).stdout;
+    for h in ["NAME", "TYPE", "STATE", "UPTIME", "PID", "WORKSPACE", "w1", "command"] {
+        assert!(table.contains(h), "{h} in {table}");
+    }
+    n.ok(&["send", "w1", "echo out-$((40+2))", "--enter"]);
+    n.wait_log("w1", "out-42");
+    let last = n.ok(&["logs", "w1", "--lines", "2"]).stdout;
+    assert!(last.lines().count() <= 2, "{last}");
+    let pid1 = n.agent("w1")["pid"].as_u64().unwrap();
+    let o = n.ok(&["restart", "w1"]);
+    assert!(o.stdout.contains("restarted w1"), "{o:?}");
+    wait_until("new pid", T, || n.agent("w1")["pid"].as_u64().is_some_and(|p| p != pid1));
+    assert!(!alive(pid1 as i32), "old process stopped");
+    n.ok(&["send", "w1", "echo after-restart", "--enter"]);
+    n.wait_log("w1", "after-restart");
+    assert!(n.logs("w1").contains("out-42"), "scrollback continues across restart");
+    let pid2 = n.agent("w1")["pid"].as_u64().unwrap() as i32;
+    n.ok(&["destroy", "w1"]);
+    wait_until("process gone", T, || !alive(pid2));
+    let o = n.ok(&["list"]);
+    assert!(!o.stdout.contains("w1"), "{o:?}");
+    let all = n.ok(&["list", "--all"]).stdout;
+    assert!(all.contains("w1") && all.contains("destroyed"), "{all}");
+    // The name is free again.
+    n.ok(&["create", "w1", "--detach", "--", "sleep", "600"]);
+}
+
+#[test]
+fn bad_input_gets_coded_errors_with_hints() {
+    let n = Node::new();
+    let o = n.run(&["create", "x", "--agent", "nonesuch", "--detach"]);
+    assert_eq!(o.code, 14, "{o:?}");
+    assert!(o.stderr.contains("E004") && o.stderr.contains("agentos agents list"), "{o:?}");
+
+    let o = n.run(&["create", "x", "--agent", "aider", "--detach"]);
+    assert_eq!(o.code, 15, "{o:?}");
+    assert!(o.stderr.contains("E005") && o.stderr.contains("aider-install"), "install hint: {o:?}");
+
+    let o = n.run(&["create", "x", "--detach", "--", "/no/such/binary"]);
+    assert_eq!(o.code, 15, "{o:?}");
+
+    n.ok(&["create", "x", "--detach", "--", "sleep", "600"]);
+    let o = n.run(&["create", "x", "--detach", "--", "sleep", "600"]);
+    assert_eq!(o.code, 13, "{o:?}");
+    assert!(o.stderr.contains("E003"), "{o:?}");
+
+    let o = n.run(&["attach", "ghost"]);
+    assert_eq!(o.code, 12, "{o:?}");
+    assert!(o.stderr.contains("E002") && o.stderr.contains("agentos list"), "{o:?}");
+
+    let o = n.run(&["--json", "send", "ghost", "hi"]);
+    assert_eq!(o.code, 12);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "E002");
+    assert!(v["error"]["hint"].as_str().unwrap().contains("agentos list"));
+
+    let o = n.run(&["create", "bad name!", "--detach", "--", "true"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    assert!(o.stderr.contains("E012"), "{o:?}");
+    // Nothing stored was lost, and the daemon is still there.
+    assert!(n.agent("x")["pid"].as_u64().is_some());
+}
+
+#[test]
+fn custom_agents_and_doctor() {
+    let n = Node::new();
+    std::fs::create_dir_all(n.home.join("agents")).unwrap();
+    std::fs::write(
+        n.home.join("agents/echoer.toml"),
+        r#"
+name = "echoer"
+description = "prints and waits"
+command = "bash"
+args = ["--norc", "-c", "echo 'Ready?' ; exec sleep 600"]
+install_hint = "it is bash"
+
+[[state_rules]]
+name = "ready-prompt"
+pattern = "Ready\\?"
+state = "waiting"
+"#,
+    )
+    .unwrap();
+    let o = n.ok(&["agents", "list"]);
+    for name in ["claude-code", "gemini-cli", "openai-codex", "aider", "gh-copilot", "amp-code", "opencode", "shell", "custom/echoer"] {
+        assert!(o.stdout.contains(name), "{name}: {o:?}");
+    }
+    let o = n.ok(&["agents", "doctor"]);
+    assert!(o.stdout.contains("ok       claude-code"), "{o:?}");
+    assert!(o.stdout.contains("missing  aider"), "{o:?}");
+    assert!(o.stdout.contains("aider-install"), "install hint: {o:?}");
+    n.ok(&["create", "c1", "--agent", "custom/echoer", "--detach"]);
+    wait_until("screen rule decides waiting", T, || n.state("c1") == "waiting");
+    let st = n.status_json("c1");
+    assert_eq!(st["info"]["state_source"], "screen:ready-prompt");
+    assert_eq!(n.agent("c1")["agent_type"], "custom/echoer");
+}
+
+#[test]
+fn presets_start_several_agents() {
+    let n = Node::new();
+    let o = n.ok(&["create", "team", "--preset", "duo", "--detach"]);
+    assert!(o.stdout.contains("team-impl") && o.stdout.contains("team-review"), "{o:?}");
+    assert_eq!(n.agent("team-impl")["agent_type"], "claude-code");
+    assert_eq!(n.agent("team-review")["agent_type"], "openai-codex");
+    let o = n.run(&["create", "x", "--preset", "nope", "--detach"]);
+    assert_eq!(o.code, 25, "{o:?}");
+    assert!(o.stderr.contains("E015"));
+}
+
+// ------------------------------------------------------------- attach ------
+
+#[test]
+fn attach_shows_snapshot_streams_resizes_and_detaches() {
+    let n = Node::new();
+    n.ok(&["create", "a1", "--detach", "--", "bash", "--norc", "-i"]);
+    n.ok(&["send", "a1", "echo before-attach", "--enter"]);
+    n.wait_log("a1", "before-attach");
+    let mut p = n.attach(&["attach", "a1"], 100, 30);
+    p.expect("before-attach"); // the snapshot of the current screen
+    p.write(b"echo live-$((1+1))\r");
+    p.expect("live-2");
+    // The agent follows the client's window size.
+    p.write(b"stty size\r");
+    p.expect("30 100");
+    p.resize(90, 25);
+    let from = p.len();
+    p.write(b"stty size\r");
+    p.expect_after(from, "25 90");
+    // Ctrl-b d detaches; the agent keeps running.
+    p.write(b"\x02d");
+    assert_eq!(p.wait_exit(), 0);
+    p.expect("[detached from a1]");
+    assert_eq!(n.agent("a1")["live"], true);
+    n.ok(&["send", "a1", "echo while-detached", "--enter"]);
+    n.wait_log("a1", "while-detached");
+    // Reattach: the snapshot has what happened meanwhile.
+    let mut p = n.attach(&["attach", "a1"], 90, 25);
+    p.expect("while-detached");
+    // Ctrl-b Ctrl-b sends one Ctrl-b; a custom key detaches too.
+    p.write(b"\x02\x02");
+    p.write(b"\x03");
+    drop(p);
+    let mut p = n.attach(&["attach", "a1", "--detach-key", "C-a q"], 90, 25);
+    p.expect("$");
+    p.write(b"\x01q");
+    assert_eq!(p.wait_exit(), 0);
+}
+
+#[test]
+fn detach_from_inside_and_exit_while_attached() {
+    let n = Node::new();
+    n.ok(&["create", "in1", "--detach", "--", "bash", "--norc", "-i"]);
+    let mut p = n.attach(&["attach", "in1"], 80, 24);
+    p.expect("$");
+    // `agentos detach` run inside the agent's own terminal.
+    p.write(format!("{} detach\r", BIN).as_bytes());
+    assert_eq!(p.wait_exit(), 0);
+    p.expect("[detached from in1]");
+    let mut p = n.attach(&["attach", "in1"], 80, 24);
+    p.expect("$");
+    p.write(b"exit 7\r");
+    assert_eq!(p.wait_exit(), 0);
+    p.expect("[in1 exited (7)]");
+    wait_until("exited state", T, || n.state("in1") == "exited");
+    assert_eq!(n.status_json("in1")["info"]["state"]["Exited"]["code"], 7);
+}
+
+#[test]
+fn create_attaches_in_a_terminal() {
+    let n = Node::new();
+    let mut p = n.attach(&["create", "ca", "--", "bash", "--norc", "-i"], 80, 24);
+    p.expect("created ca");
+    p.write(b"echo inside-$((2*3))\r");
+    p.expect("inside-6");
+    p.write(b"\x02d");
+    assert_eq!(p.wait_exit(), 0);
+}
+
+#[test]
+fn a_client_that_stops_reading_never_stalls_the_agent() {
+    let n = Node::new();
+    n.ok(&["create", "flood", "--detach", "--", "bash", "--norc", "-i"]);
+    // A raw client attaches and then never reads.
+    let mut s = UnixStream::connect(n.home.join("agentos.sock")).unwrap();
+    s.write_all(b"AGOS\0\0\0\x01").unwrap();
+    let mut hello = [0u8; 8];
+    s.read_exact(&mut hello).unwrap();
+    let frame = agentos_proto::encode_frame(&agentos_proto::ClientFrame::Request(agentos_proto::Request::Attach {
+        name: "flood".into(),
+        cols: 80,
+        rows: 24,
+    }))
+    .unwrap();
+    s.write_all(&frame).unwrap();
+    // 30 MB of output while that client sleeps.
+    n.ok(&["send", "flood", "head -c 30000000 /dev/zero | tr '\\0' x | fold -w 100; echo FLOOD-DONE", "--enter"]);
+    wait_until("agent finishes flooding", std::time::Duration::from_secs(60), || {
+        n.ok(&["logs", "flood", "--lines", "3"]).stdout.contains("FLOOD-DONE")
+    });
+    // Another client sees the current screen at once.
+    let mut p = n.attach(&["attach", "flood"], 80, 24);
+    p.expect("FLOOD-DONE");
+    p.write(b"\x02d");
+    p.wait_exit();
+    // The daemon's memory stayed bounded.
+    let st: serde_json::Value = serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
+    assert!(st["rss_bytes"].as_u64().unwrap() < 200_000_000, "{st}");
+    drop(s);
+}
+
+// ---------------------------------------------------------------- state ----
+
+#[test]
+fn claude_hooks_decide_state_and_capture_the_conversation_id() {
+    let n = Node::new();
+    n.ok(&["create", "cl", "--agent", "claude", "--detach"]);
+    n.ok(&["wait", "cl", "--until", "idle", "--timeout", "20"]);
+    assert_eq!(n.status_json("cl")["info"]["state_source"], "hook:SessionStart");
+    // The settings file is per session, never the user's global config.
+    let argv = std::fs::read_to_string(n.argv_log()).unwrap();
+    assert!(argv.contains("--settings"), "{argv}");
+    assert!(!n.dir.path().join(".claude").exists());
+    n.ok(&["send", "cl", "perm", "--enter"]);
+    n.ok(&["wait", "cl", "--until", "waiting", "--timeout", "20"]);
+    let o = n.ok(&["status", "cl", "--explain"]);
+    assert!(o.stdout.contains("cl: waiting"), "{o:?}");
+    assert!(o.stdout.contains("decided by: hook:Notification"), "{o:?}");
+    assert!(o.stdout.contains("→ 1."), "rank 1 decided: {o:?}");
+    n.ok(&["send", "cl", "hello", "--enter"]);
+    n.wait_log("cl", "answer: hello");
+    n.ok(&["wait", "cl", "--until", "idle", "--timeout", "20"]);
+    assert_eq!(n.status_json("cl")["info"]["state_source"], "hook:Stop");
+    // The conversation id from SessionStart is recorded.
+    let logs = n.logs("cl");
+    let session = logs.split("session ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    wait_until("resume id recorded", T, || n.agent("cl")["resume_id"] == session.as_str());
+    // Hook events are also durable on disk.
+    let id = n.agent("cl")["id"].as_str().unwrap().to_string();
+    let hooks = std::fs::read_to_string(n.home.join("run").join(&id).join("hooks.jsonl")).unwrap();
+    assert!(hooks.contains("\"event\":\"Notification\""), "{hooks}");
+}
+
+#[test]
+fn gemini_and_codex_hooks() {
+    let n = Node::new();
+    n.ok(&["create", "ge", "--agent", "gemini", "--detach"]);
+    n.ok(&["create", "cx", "--agent", "codex", "--detach"]);
+    n.ok(&["send", "ge", "hi", "--enter"]);
+    n.ok(&["wait", "ge", "--until", "idle", "--timeout", "20"]);
+    assert_eq!(n.status_json("ge")["info"]["state_source"], "hook:AfterAgent");
+    assert!(!n.logs("ge").contains("not JSON"), "gemini hooks answer JSON: {}", n.logs("ge"));
+    n.ok(&["send", "ge", "perm", "--enter"]);
+    n.ok(&["wait", "ge", "--until", "waiting", "--timeout", "20"]);
+    assert_eq!(n.status_json("ge")["info"]["state_source"], "hook:Notification");
+
+    n.ok(&["send", "cx", "build it", "--enter"]);
+    n.ok(&["wait", "cx", "--until", "idle", "--timeout", "20"]);
+    assert_eq!(n.status_json("cx")["info"]["state_source"], "hook:agent-turn-complete");
+    n.ok(&["send", "cx", "perm", "--enter"]);
+    n.ok(&["wait", "cx", "--until", "waiting", "--timeout", "20"]);
+    let logs = n.logs("cx");
+    let thread = logs.split("thread ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    wait_until("codex thread id recorded", T, || n.agent("cx")["resume_id"] == thread.as_str());
+}
+
+#[test]
+fn osc_bel_and_process_sources() {
+    let n = Node::new();
+    n.ok(&["create", "o9", "--detach", "--", "bash", "--norc", "-c", "printf 'working\\n'; read x; printf '\\033]9;Need your input\\007'; exec sleep 600"]);
+    n.ok(&["send", "o9", "go", "--enter"]);
+    n.ok(&["wait", "o9", "--until", "waiting", "--timeout", "20"]);
+    assert_eq!(n.status_json("o9")["info"]["state_source"], "osc:Need your input");
+
+    n.ok(&["create", "bel", "--detach", "--", "bash", "--norc", "-c", "read x; printf 'done\\a'; exec sleep 600"]);
+    n.ok(&["send", "bel", "go", "--enter"]);
+    n.ok(&["wait", "bel", "--until", "waiting", "--timeout", "20"]);
+    assert_eq!(n.status_json("bel")["info"]["state_source"], "bel");
+
+    n.ok(&["create", "quiet", "--detach", "--", "bash", "--norc", "-c", "echo hi; exec sleep 600"]);
+    n.ok(&["wait", "quiet", "--until", "idle", "--timeout", "20"]);
+    assert_eq!(n.status_json("quiet")["info"]["state_source"], "process");
+
+    n.ok(&["create", "ex", "--detach", "--", "bash", "--norc", "-c", "read x; exit 3"]);
+    n.ok(&["send", "ex", "bye", "--enter"]);
+    n.ok(&["wait", "ex", "--until", "exited", "--timeout", "20"]);
+    let st = n.status_json("ex");
+    assert_eq!(st["info"]["state"]["Exited"]["code"], 3);
+
+    // A wait that times out has its own exit code.
+    let o = n.run(&["wait", "quiet", "--until", "waiting", "--timeout", "0.3"]);
+    assert_eq!(o.code, 124, "{o:?}");
+    assert!(o.stderr.contains("E010"), "{o:?}");
+    // Waiting for a state an exited agent can't reach fails fast.
+    let o = n.run(&["wait", "ex", "--until", "idle", "--timeout", "20"]);
+    assert_eq!(o.code, 24, "{o:?}");
+}
+
+// ------------------------------------------------- surviving the daemon ----
+
+#[test]
+fn agents_outlive_a_killed_daemon() {
+    let n = Node::new();
+    for i in 0..3 {
+        let name = format!("s{i}");
+        n.ok(&["create", &name, "--detach", "--", "bash", "--norc", "-i"]);
+        n.ok(&["send", &name, &format!("echo mark-{i}"), "--enter"]);
+        n.wait_log(&name, &format!("mark-{i}"));
+    }
+    n.ok(&["create", "cl", "--agent", "claude", "--detach"]);
+    n.ok(&["send", "cl", "perm", "--enter"]);
+    n.ok(&["wait", "cl", "--until", "waiting", "--timeout", "20"]);
+    let before = n.list_json();
+    let pids: Vec<i32> = before.iter().map(|a| a["pid"].as_i64().unwrap() as i32).collect();
+    let daemon = n.daemon_pid().unwrap();
+    unsafe {
+        libc::kill(daemon, libc::SIGKILL);
+    }
+    wait_until("daemon dead", T, || !alive(daemon));
+    for p in &pids {
+        assert!(alive(*p), "agent {p} survived the daemon");
+    }
+    // The next command starts a new daemon that reattaches.
+    let after = n.list_json();
+    assert_ne!(n.daemon_pid().unwrap(), daemon);
+    assert_eq!(after.len(), before.len());
+    for a in &after {
+        assert!(pids.contains(&(a["pid"].as_i64().unwrap() as i32)), "same process: {a}");
+    }
+    assert_eq!(n.state("cl"), "waiting", "state intact");
+    for i in 0..3 {
+        assert!(n.logs(&format!("s{i}")).contains(&format!("mark-{i}")), "scrollback intact");
+    }
+    // Fully usable: input, attach.
+    n.ok(&["send", "s0", "echo after-crash", "--enter"]);
+    n.wait_log("s0", "after-crash");
+    let mut p = n.attach(&["attach", "s1"], 80, 24);
+    p.expect("mark-1");
+    p.write(b"\x02d");
+    p.wait_exit();
+}
+
+#[test]
+fn daemon_stop_keeps_agents_unless_told() {
+    let n = Node::new();
+    n.ok(&["create", "k1", "--detach", "--", "sleep", "600"]);
+    let pid = n.agent("k1")["pid"].as_i64().unwrap() as i32;
+    let o = n.ok(&["daemon", "stop"]);
+    assert!(o.stdout.contains("agents keep running"));
+    assert!(alive(pid));
+    assert_eq!(n.agent("k1")["pid"].as_i64().unwrap() as i32, pid);
+    n.ok(&["daemon", "stop", "--kill-agents"]);
+    wait_until("agent killed", T, || !alive(pid));
+}
+
+#[test]
+fn restore_after_holders_die_resumes_each_conversation() {
+    let n = Node::new();
+    n.ok(&["create", "r1", "--agent", "claude", "--detach"]);
+    n.ok(&["create", "r2", "--agent", "claude", "--detach"]);
+    n.ok(&["create", "plain", "--detach", "--", "sleep", "600"]);
+    for r in ["r1", "r2"] {
+        wait_until("resume id", T, || n.agent(r)["resume_id"].is_string());
+    }
+    let ids: Vec<String> = ["r1", "r2"].iter().map(|r| n.agent(r)["resume_id"].as_str().unwrap().to_string()).collect();
+    assert_ne!(ids[0], ids[1]);
+    // Simulate a reboot: the daemon and every holder and agent die.
+    let daemon = n.daemon_pid().unwrap();
+    for (holder, child) in n.holder_pids() {
+        unsafe {
+            libc::kill(holder, libc::SIGKILL);
+            libc::kill(-child, libc::SIGKILL);
+        }
+    }
+    unsafe {
+        libc::kill(daemon, libc::SIGKILL);
+    }
+    wait_until("all dead", T, || n.holder_pids().iter().all(|(h, c)| !alive(*h) && !alive(*c)) && !alive(daemon));
+    wait_until("lost agents are reported", T, || n.state("r1") == "error");
+    let o = n.ok(&["restore"]);
+    assert!(o.stdout.contains("restored r1") && o.stdout.contains("restored r2") && o.stdout.contains("restored plain"), "{o:?}");
+    for (r, id) in ["r1", "r2"].iter().zip(&ids) {
+        n.wait_log(r, &format!("resumed conversation {id}"));
+    }
+    let argv = std::fs::read_to_string(n.argv_log()).unwrap();
+    let resumed: Vec<&str> = argv.lines().filter(|l| l.contains("--resume")).collect();
+    assert_eq!(resumed.len(), 2, "{argv}");
+    assert!(!argv.contains("--continue"), "{argv}");
+    wait_until("plain restarted", T, || n.state("plain") == "idle");
+    assert!(alive(n.agent("plain")["pid"].as_i64().unwrap() as i32));
+}
+
+#[test]
+fn sessions_save_and_restore() {
+    let n = Node::new();
+    n.ok(&["create", "p1", "--agent", "claude", "--detach"]);
+    n.ok(&["create", "p2", "--detach", "--", "bash", "--norc", "-i"]);
+    wait_until("resume id", T, || n.agent("p1")["resume_id"].is_string());
+    let rid = n.agent("p1")["resume_id"].as_str().unwrap().to_string();
+    let o = n.ok(&["session", "save", "morning"]);
+    assert!(o.stdout.contains("saved session morning (p1, p2)"), "{o:?}");
+    assert!(n.ok(&["session", "list"]).stdout.contains("morning"));
+    n.ok(&["destroy", "p1"]);
+    n.ok(&["destroy", "p2"]);
+    let o = n.ok(&["session", "restore", "morning"]);
+    assert!(o.stdout.contains("restored p1") && o.stdout.contains("restored p2"), "{o:?}");
+    n.wait_log("p1", &format!("resumed conversation {rid}"));
+    assert_eq!(n.agent("p2")["agent_type"], "command");
+    let o = n.run(&["session", "restore", "nope"]);
+    assert_eq!(o.code, 26, "{o:?}");
+}
+
+// ------------------------------------------------------ scrollback/store ----
+
+#[test]
+fn scrollback_of_100k_lines_survives_restarts() {
+    let n = Node::new();
+    n.ok(&["create", "big", "--detach", "--", "bash", "--norc", "-c", "seq 1 120000; echo END-OF-SEQ; exec sleep 600"]);
+    n.wait_log("big", "END-OF-SEQ");
+    let o = n.ok(&["logs", "big", "--lines", "3"]).stdout;
+    assert_eq!(o.trim(), "119999\n120000\nEND-OF-SEQ", "{o}");
+    let all = n.ok(&["logs", "big"]).stdout;
+    assert!(all.starts_with("1\n2\n3\n"), "full history kept");
+    assert_eq!(all.lines().count(), 120001);
+    let daemon = n.daemon_pid().unwrap();
+    unsafe {
+        libc::kill(daemon, libc::SIGKILL);
+    }
+    wait_until("daemon dead", T, || !alive(daemon));
+    let all = n.ok(&["logs", "big"]).stdout;
+    assert_eq!(all.lines().count(), 120001, "history survives the daemon");
+    let mut p = n.attach(&["attach", "big"], 80, 24);
+    p.expect("END-OF-SEQ");
+    p.write(b"\x02d");
+    p.wait_exit();
+}
+
+#[test]
+fn a_corrupt_store_is_reported_backed_up_and_rebuilt() {
+    let n = Node::new();
+    n.ok(&["create", "keep1", "--detach", "--", "sleep", "600"]);
+    n.ok(&["create", "keep2", "--detach", "--", "sleep", "600"]);
+    n.ok(&["daemon", "stop"]);
+    let store = n.home.join("store");
+    for e in std::fs::read_dir(&store).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::write(e.path(), vec![0xA5; 8192]).unwrap();
+        }
+    }
+    let st = n.ok(&["daemon", "status", "--json"]);
+    assert!(st.stdout.contains("not") || st.code == 0);
+    let list = n.list_json();
+    let names: Vec<&str> = list.iter().filter_map(|a| a["name"].as_str()).collect();
+    assert!(names.contains(&"keep1") && names.contains(&"keep2"), "agents rebuilt: {list:?}");
+    let st = n.ok(&["daemon", "status"]).stdout;
+    assert!(st.contains("E008"), "{st}");
+    let backups = std::fs::read_dir(&n.home)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("store.corrupt-"))
+        .count();
+    assert_eq!(backups, 1);
+    n.ok(&["send", "keep1", "x"]);
+}
+
+#[test]
+fn list_reads_the_workspace_document() {
+    let n = Node::new();
+    let repo = n.work.join("repo");
+    let r = git2::Repository::init(&repo).unwrap();
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    let o = n.command(&["create", "g1", "--detach", "--cwd", "repo/sub", "--", "sleep", "600"]).output().unwrap();
+    assert!(o.status.success());
+    let a = n.agent("g1");
+    assert_eq!(a["workspace"], r.commondir().canonicalize().unwrap().display().to_string());
+    // The document is persisted in sled: a new daemon lists the same data.
+    n.ok(&["daemon", "stop"]);
+    let a2 = n.agent("g1");
+    assert_eq!(a2["id"], a["id"]);
+    assert_eq!(a2["workspace"], a["workspace"]);
+}
+
+// ---------------------------------------------------------- CLI habits -----
+
+#[test]
+fn config_get_set_edit() {
+    let n = Node::new();
+    assert_eq!(n.ok(&["config", "get", "general.detach_key"]).stdout.trim(), "C-b d");
+    n.ok(&["config", "set", "general.default_agent", "claude"]);
+    assert_eq!(n.ok(&["config", "get", "general.default_agent"]).stdout.trim(), "claude");
+    let o = n.run(&["config", "set", "general.nope", "1"]);
+    assert_eq!(o.code, 2, "{o:?}");
+    // A project's .agentos/config.toml overrides the user's.
+    std::fs::create_dir_all(n.work.join(".agentos")).unwrap();
+    std::fs::write(n.work.join(".agentos/config.toml"), "[general]\ndefault_agent = \"codex\"\n").unwrap();
+    assert_eq!(n.ok(&["config", "get", "general.default_agent"]).stdout.trim(), "codex");
+    // The default agent is used by `create` without --agent.
+    n.ok(&["create", "d1", "--detach"]);
+    assert_eq!(n.agent("d1")["agent_type"], "openai-codex");
+    let n = n.env("EDITOR", "true");
+    n.ok(&["config", "edit"]);
+    std::fs::write(n.work.join(".agentos/config.toml"), "[general\n").unwrap();
+    let o = n.run(&["config", "get"]);
+    assert_eq!(o.code, 19, "{o:?}");
+    assert!(o.stderr.contains("E009"));
+}
+
+#[test]
+fn help_version_completions_and_man() {
+    let n = Node::new();
+    assert!(n.ok(&["--version"]).stdout.starts_with("agentos "));
+    let h = n.ok(&["--help"]).stdout;
+    for c in ["create", "attach", "wait", "restore", "session", "agents", "daemon"] {
+        assert!(h.contains(c), "{c} in help");
+    }
+    for sh in ["bash", "zsh", "fish"] {
+        let o = n.ok(&["completions", sh]);
+        assert!(o.stdout.contains("agentos") && o.stdout.len() > 1000, "{sh}");
+    }
+    assert!(n.ok(&["man"]).stdout.contains(".TH agentos"));
+    let q = n.ok(&["-q", "create", "qq", "--detach", "--", "sleep", "600"]);
+    assert!(q.stdout.is_empty());
+}

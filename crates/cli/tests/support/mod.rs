@@ -1,0 +1,310 @@
+//! Test harness: a node with a temporary `AGENTOS_HOME`, driven through the
+//! real `agentos` binary, plus a real PTY for attach tests. Everything waits
+//! on conditions with a timeout; nothing sleeps to synchronise.
+
+#![allow(dead_code)]
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agentos");
+pub const T: Duration = Duration::from_secs(20);
+
+pub fn fixtures_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bin")
+}
+
+/// Poll `cond` until it holds or `timeout` passes; panics with `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub work: PathBuf,
+    pub path: String,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Node {
+    pub fn new() -> Node {
+        let dir = tempfile::Builder::new().prefix("aos").tempdir_in("/tmp").unwrap();
+        let home = dir.path().join("h");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let path = format!(
+            "{}:{}",
+            fixtures_bin().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Node {
+            home,
+            work,
+            path,
+            extra_env: vec![],
+            dir,
+        }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.extra_env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(&self.work)
+            .env_remove("AGENTOS_SOCKET")
+            .env_remove("AGENTOS_AGENT_ID")
+            .env("AGENTOS_HOME", &self.home)
+            .env("PATH", &self.path)
+            .env("SHELL", "/bin/bash")
+            .env("FAKE_ARGV_LOG", self.argv_log())
+            .stdin(std::process::Stdio::null());
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.command(args).output().unwrap().into()
+    }
+
+    /// Run and require success.
+    pub fn ok(&self, args: &[&str]) -> Out {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "agentos {args:?} failed: {o:?}");
+        o
+    }
+
+    pub fn argv_log(&self) -> PathBuf {
+        self.dir.path().join("argv.jsonl")
+    }
+
+    pub fn list_json(&self) -> Vec<serde_json::Value> {
+        let o = self.ok(&["list", "--all", "--json"]);
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("bad json {e}: {}", o.stdout))
+    }
+
+    pub fn agent(&self, name: &str) -> serde_json::Value {
+        self.list_json()
+            .into_iter()
+            .find(|a| a["name"] == name && a["live"] == true)
+            .unwrap_or_else(|| panic!("no agent {name}"))
+    }
+
+    pub fn state(&self, name: &str) -> String {
+        let o = self.ok(&["status", name, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let s = &v["info"]["state"];
+        match s {
+            serde_json::Value::String(s) => s.to_lowercase(),
+            serde_json::Value::Object(m) => m.keys().next().unwrap().to_lowercase(),
+            _ => panic!("state {s}"),
+        }
+    }
+
+    pub fn status_json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", name, "--json"]).stdout).unwrap()
+    }
+
+    pub fn logs(&self, name: &str) -> String {
+        self.ok(&["logs", name]).stdout
+    }
+
+    pub fn wait_log(&self, name: &str, needle: &str) {
+        wait_until(&format!("{name} prints {needle:?}"), T, || self.logs(name).contains(needle));
+    }
+
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.home.join("daemon.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    pub fn holder_pids(&self) -> Vec<(i32, i32)> {
+        let mut v = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.home.join("run")) {
+            for e in rd.flatten() {
+                if let Ok(t) = std::fs::read_to_string(e.path().join("holder.json"))
+                    && let Ok(j) = serde_json::from_str::<serde_json::Value>(&t)
+                {
+                    v.push((
+                        j["holder_pid"].as_i64().unwrap_or(0) as i32,
+                        j["child_pid"].as_i64().unwrap_or(0) as i32,
+                    ));
+                }
+            }
+        }
+        v
+    }
+
+    /// Attach in a real PTY.
+    pub fn attach(&self, args: &[&str], cols: u16, rows: u16) -> Pty {
+        let mut cmd = CommandBuilder::new(BIN);
+        cmd.args(args);
+        cmd.cwd(&self.work);
+        cmd.env("AGENTOS_HOME", &self.home);
+        cmd.env("PATH", &self.path);
+        cmd.env("TERM", "xterm-256color");
+        cmd.env_remove("AGENTOS_SOCKET");
+        cmd.env_remove("AGENTOS_AGENT_ID");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        Pty::spawn(cmd, cols, rows)
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(true)
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self
+            .command(&["daemon", "stop", "--kill-agents"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        for (holder, child) in self.holder_pids() {
+            unsafe {
+                if child > 0 {
+                    libc::kill(-child, libc::SIGKILL);
+                    libc::kill(child, libc::SIGKILL);
+                }
+                if holder > 0 {
+                    libc::kill(holder, libc::SIGKILL);
+                }
+            }
+        }
+        if let Some(pid) = self.daemon_pid() {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A process in a real pseudo-terminal, with its output collected.
+pub struct Pty {
+    pub out: Arc<Mutex<Vec<u8>>>,
+    writer: Box<dyn Write + Send>,
+    master: Box<dyn portable_pty::MasterPty + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+}
+
+impl Pty {
+    pub fn spawn(cmd: CommandBuilder, cols: u16, rows: u16) -> Pty {
+        let pair = native_pty_system()
+            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .unwrap();
+        let child = pair.slave.spawn_command(cmd).unwrap();
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o2 = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o2.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Pty { out, writer, master: pair.master, child }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    pub fn expect(&self, needle: &str) {
+        wait_until(&format!("terminal shows {needle:?}"), T, || self.text().contains(needle));
+    }
+
+    /// Wait for `needle` to appear after byte offset `from`.
+    pub fn expect_after(&self, from: usize, needle: &str) {
+        wait_until(&format!("terminal shows {needle:?} after {from}"), T, || {
+            let o = self.out.lock().unwrap();
+            String::from_utf8_lossy(&o[from.min(o.len())..]).contains(needle)
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.lock().unwrap().len()
+    }
+
+    pub fn write(&mut self, data: &[u8]) {
+        self.writer.write_all(data).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        self.master
+            .resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .unwrap();
+    }
+
+    pub fn wait_exit(&mut self) -> u32 {
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.exit_code();
+            }
+            assert!(Instant::now() < deadline, "attach did not exit; output: {}", self.text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
