@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub enter_delay_ms: u64,
     /// Field of a hook payload that carries the agent's conversation id.
     pub resume_field: Option<String>,
+    /// Adopting a holder that should already be running (daemon restart):
+    /// one connection attempt, no waiting for a holder to come up.
+    pub adopt: bool,
 }
 
 /// What the agent tells the node (which records it in the document).
@@ -116,7 +119,19 @@ pub struct AgentActor {
     tick_pending: bool,
     /// Only the latest attached client (the driver) resizes the PTY.
     driver: Option<SubscriberId>,
+    /// True while a holder connection is being set up.
+    connecting: bool,
+    /// Commands sent while connecting, delivered once connected (bounded).
+    queued: Vec<HolderCmd>,
+    /// Output below this sequence number is history replayed into a fresh
+    /// model, not new activity.
+    replay_until: u64,
+    /// Resolved when the connection attempt settles.
+    connect_waiters: Vec<oneshot::Sender<bool>>,
 }
+
+/// Most commands queued while the holder connection is being set up.
+const MAX_QUEUED: usize = 1024;
 
 impl std::fmt::Debug for AgentActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,19 +162,39 @@ impl AgentActor {
             waiters: Vec::new(),
             tick_pending: false,
             driver: None,
+            connecting: false,
+            queued: Vec::new(),
+            replay_until: 0,
+            connect_waiters: Vec::new(),
+        }
+    }
+
+    fn settle_connect(&mut self, connected: bool) {
+        self.connecting = false;
+        if !connected {
+            self.queued.clear();
+        }
+        for w in self.connect_waiters.drain(..) {
+            let _ = w.send(connected);
         }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>, fresh: bool) {
         self.generation += 1;
         self.holder = None;
+        self.connecting = true;
         let generation = self.generation;
         let addr = ctx.address();
         let dir = self.cfg.dir.clone();
         let known = if fresh { None } else { Some(self.term.seq()) };
         let name = self.cfg.name.clone();
+        let attempts = if std::mem::take(&mut self.cfg.adopt) {
+            1
+        } else {
+            100
+        };
         actix::spawn(async move {
-            match holder_session(&dir, generation, known, addr.clone()).await {
+            match holder_session(&dir, generation, known, attempts, addr.clone()).await {
                 Ok(()) => {}
                 Err(e) => debug!(agent = %name, error = %e, "holder connection ended"),
             }
@@ -270,7 +305,11 @@ impl AgentActor {
         self.driver = None;
     }
 
-    fn send_holder(&self, cmd: HolderCmd) -> Result<(), ErrorInfo> {
+    fn send_holder(&mut self, cmd: HolderCmd) -> Result<(), ErrorInfo> {
+        if self.holder.is_none() && self.connecting && self.queued.len() < MAX_QUEUED {
+            self.queued.push(cmd);
+            return Ok(());
+        }
         let tx = self.holder.as_ref().ok_or_else(|| {
             ErrorInfo::new(
                 ErrorCode::AgentNotRunning,
@@ -306,12 +345,13 @@ async fn holder_session(
     dir: &AgentDir,
     generation: u64,
     known_seq: Option<u64>,
+    attempts: u32,
     addr: Addr<AgentActor>,
 ) -> Result<(), String> {
     let sock = dir.socket();
     let mut stream = None;
-    // The holder may still be starting: retry for up to 5 s.
-    for _ in 0..100 {
+    // A holder just spawned may still be starting: retry (50 ms apart).
+    for _ in 0..attempts {
         match tokio::net::UnixStream::connect(&sock).await {
             Ok(s) => {
                 stream = Some(s);
@@ -367,6 +407,7 @@ async fn holder_session(
         generation,
         tx,
         since,
+        total,
         fresh: known_seq.is_none(),
         lines_before,
         pid: child_pid,
@@ -454,6 +495,7 @@ struct HolderConnected {
     generation: u64,
     tx: mpsc::Sender<HolderCmd>,
     since: u64,
+    total: u64,
     fresh: bool,
     lines_before: u64,
     pid: Option<u32>,
@@ -471,8 +513,19 @@ impl Handler<HolderConnected> for AgentActor {
         if msg.fresh {
             self.term = TermModel::new(msg.cols, msg.rows, msg.since);
             self.term.set_lines(msg.lines_before);
+            self.replay_until = msg.total;
+            let mtime = std::fs::metadata(self.cfg.dir.log())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64);
+            self.engine.adopt(if msg.total > 0 { mtime } else { None });
+        }
+        for cmd in self.queued.drain(..) {
+            let _ = msg.tx.try_send(cmd);
         }
         self.holder = Some(msg.tx);
+        self.settle_connect(true);
         self.pid = msg.pid;
         self.started_at_ms = Some(msg.started_at_ms);
         self.events.do_send(AgentEvent::Pid {
@@ -562,6 +615,7 @@ impl Handler<HolderLost> for AgentActor {
             return;
         }
         self.holder = None;
+        self.settle_connect(false);
         if self.engine.current().0.is_terminal() {
             return;
         }
@@ -860,6 +914,25 @@ impl Handler<Reconnect> for AgentActor {
         });
         self.connect(ctx, false);
         self.emit_state(ctx);
+    }
+}
+
+/// Resolves `true` once the holder is connected (at once if it is), `false`
+/// if the connection attempt failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WhenConnected {
+    pub tx: oneshot::Sender<bool>,
+}
+
+impl Handler<WhenConnected> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: WhenConnected, _: &mut Context<Self>) {
+        if self.connecting {
+            self.connect_waiters.push(msg.tx);
+        } else {
+            let _ = msg.tx.send(self.holder.is_some());
+        }
     }
 }
 

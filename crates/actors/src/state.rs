@@ -149,6 +149,28 @@ impl StateEngine {
         }
     }
 
+    /// A new daemon adopted a running agent: its last output happened at
+    /// `last_output_ms` (the log's mtime), not now.
+    pub fn adopt(&mut self, last_output_ms: Option<u64>) {
+        self.last_output_ms = last_output_ms;
+    }
+
+    /// Re-evaluate only the screen rules (after replaying history, which is
+    /// not fresh activity).
+    pub fn on_screen(&mut self, screen: impl Fn(usize) -> String, now_ms: u64) {
+        self.screen = None;
+        for rule in &self.rules {
+            if rule.pattern.is_match(&screen(rule.bottom_lines)) {
+                self.screen = Some(Opinion {
+                    state: rule.state.clone(),
+                    source: format!("screen:{}", rule.name),
+                    at_ms: now_ms,
+                });
+                break;
+            }
+        }
+    }
+
     /// The user (or `agentos send`) typed: hook and signal opinions from
     /// before the input are answered and no longer current.
     pub fn on_input(&mut self, now_ms: u64) {
@@ -183,7 +205,10 @@ impl StateEngine {
             None if now_ms.saturating_sub(self.started_at_ms) < STARTUP_GRACE_MS => {
                 (AgentState::Starting, "process: no output yet".into())
             }
-            None => (AgentState::Idle, "process: alive, silent since start".into()),
+            None => (
+                AgentState::Idle,
+                "process: alive, silent since start".into(),
+            ),
             Some(t) if now_ms.saturating_sub(t) < ACTIVITY_WINDOW_MS => (
                 AgentState::Running,
                 "process: output in the last 1.5 s".into(),

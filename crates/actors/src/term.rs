@@ -236,8 +236,23 @@ impl TermModel {
         (cols, rows)
     }
 
+    /// Resize like a real terminal: when rows shrink below the cursor, the
+    /// top lines scroll away so the cursor line stays visible (vt100 alone
+    /// would cut the bottom off).
     pub fn resize(&mut self, cols: u16, rows: u16) {
-        self.parser.screen_mut().set_size(rows.max(1), cols.max(1));
+        let rows = rows.max(1);
+        let (old_rows, _) = self.parser.screen().size();
+        let (crow, ccol) = self.parser.screen().cursor_position();
+        if rows < old_rows && crow >= rows {
+            let k = crow + 1 - rows;
+            let mut fix = format!("\x1b[{old_rows};1H").into_bytes();
+            fix.extend(std::iter::repeat_n(b'\n', k as usize));
+            fix.extend(format!("\x1b[{};{}H", crow - k + 1, ccol + 1).into_bytes());
+            // Synthetic: not agent output, so neither `seq` nor `lines` move.
+            self.parser.process(&fix);
+            let _ = std::mem::take(&mut self.parser.callbacks_mut().pending);
+        }
+        self.parser.screen_mut().set_size(rows, cols.max(1));
     }
 
     /// Escape sequences that reproduce the current screen (contents, cursor,
@@ -317,6 +332,19 @@ mod tests {
             + b"\x1b]777;notify;Codex;turn done\x1b\\".len()
             + b"\x1b]9;4;1;50\x07".len();
         assert_eq!(t.seq(), total as u64);
+    }
+
+    #[test]
+    fn shrinking_keeps_the_cursor_line() {
+        let mut t = TermModel::new(20, 10, 0);
+        for i in 0..30 {
+            t.feed(format!("l{i}\r\n").as_bytes());
+        }
+        t.feed(b"END");
+        t.resize(20, 4);
+        assert_eq!(t.screen_text(), "l27\nl28\nl29\nEND");
+        assert_eq!(t.cursor(), (3, 3));
+        assert_eq!(t.seq(), 30 * 5 - 10 + 3, "synthetic scroll is not output");
     }
 
     #[test]

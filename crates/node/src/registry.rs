@@ -156,6 +156,7 @@ impl NodeActor {
             rows,
             enter_delay_ms: def.map(|d| d.enter_delay_ms).unwrap_or(0),
             resume_field: def.and_then(|d| d.resume.id_field.clone()),
+            adopt: false,
         }
     }
 
@@ -169,7 +170,9 @@ impl NodeActor {
     ) -> Addr<AgentActor> {
         let catalog = self.catalog();
         let def = catalog.resolve(&record.agent_type).ok();
-        let cfg = self.agent_config(def, &record.id.0, &record.name, cols, rows);
+        let mut cfg = self.agent_config(def, &record.id.0, &record.name, cols, rows);
+        // Only used when recovering: the holder is running already, or gone.
+        cfg.adopt = true;
         let addr = AgentActor::new(cfg, ctx.address().recipient()).start();
         self.agents.insert(
             record.id.0.clone(),
@@ -434,9 +437,12 @@ impl NodeActor {
             .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
         let catalog = self.catalog();
+        // The project's `.agentos/config.toml` applies to agents created in it.
+        let cfg = crate::config::load(&self.home.config_file(), Some(&cwd))
+            .map_err(|e| err(ErrorCode::ConfigInvalid, e.to_string()))?;
         let type_name = match (&spec.agent_type, spec.command.is_empty()) {
             (Some(t), _) => Some(t.clone()),
-            (None, true) => Some(self.config.general.default_agent.clone()),
+            (None, true) => Some(cfg.general.default_agent.clone()),
             (None, false) => None,
         };
         let def = match &type_name {
@@ -639,6 +645,18 @@ impl Handler<Lookup> for NodeActor {
     }
 }
 
+/// Wait (bounded) until the agent's holder connection settles.
+async fn connected(addr: &Addr<AgentActor>) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if addr.send(agent_msgs::WhenConnected { tx }).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), rx).await,
+        Ok(Ok(true))
+    )
+}
+
 fn error_response(e: ErrorInfo) -> Response {
     Response::Error { error: e }
 }
@@ -785,6 +803,7 @@ impl Handler<ClientRequest> for NodeActor {
                                     durable: true,
                                 })
                                 .await;
+                            connected(&addr).await;
                             let live = addr.send(agent_msgs::GetInfo).await.ok();
                             (record, live)
                         }
@@ -820,6 +839,8 @@ impl Handler<ClientRequest> for NodeActor {
                         }
                         let mut lives = HashMap::new();
                         for (id, a) in live {
+                            // Right after a daemon start, adoption is in flight.
+                            connected(&a).await;
                             if let Ok(l) = a.send(agent_msgs::GetInfo).await {
                                 lives.insert(id, l);
                             }
@@ -945,6 +966,7 @@ impl Handler<ClientRequest> for NodeActor {
                                     match (r, addr) {
                                         (Ok(()), Some(addr)) => {
                                             let _ = addr.send(agent_msgs::Reconnect).await;
+                                            connected(&addr).await;
                                             let live = addr.send(agent_msgs::GetInfo).await.ok();
                                             (Ok(()), live)
                                         }
@@ -1127,6 +1149,7 @@ impl Handler<ClientRequest> for NodeActor {
                             let mut lives = Vec::new();
                             for (id, a) in addrs {
                                 let _ = a.send(agent_msgs::Reconnect).await;
+                                connected(&a).await;
                                 lives.push((id, a.send(agent_msgs::GetInfo).await.ok()));
                             }
                             (lives, failures)
@@ -1294,6 +1317,7 @@ impl Handler<ClientRequest> for NodeActor {
                                 if reconnect {
                                     let _ = a.send(agent_msgs::Reconnect).await;
                                 }
+                                connected(&a).await;
                                 lives.push((id, a.send(agent_msgs::GetInfo).await.ok()));
                             }
                             (result.map(|_| ()), lives)

@@ -47,7 +47,11 @@ pub struct Out {
 
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -63,7 +67,10 @@ impl From<Output> for Out {
 
 impl Node {
     pub fn new() -> Node {
-        let dir = tempfile::Builder::new().prefix("aos").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("aos")
+            .tempdir_in("/tmp")
+            .unwrap();
         let home = dir.path().join("h");
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
@@ -150,7 +157,9 @@ impl Node {
     }
 
     pub fn wait_log(&self, name: &str, needle: &str) {
-        wait_until(&format!("{name} prints {needle:?}"), T, || self.logs(name).contains(needle));
+        wait_until(&format!("{name} prints {needle:?}"), T, || {
+            self.logs(name).contains(needle)
+        });
     }
 
     pub fn daemon_pid(&self) -> Option<i32> {
@@ -199,7 +208,13 @@ pub fn alive(pid: i32) -> bool {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
@@ -240,7 +255,12 @@ pub struct Pty {
 impl Pty {
     pub fn spawn(cmd: CommandBuilder, cols: u16, rows: u16) -> Pty {
         let pair = native_pty_system()
-            .openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .openpty(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
             .unwrap();
         let child = pair.slave.spawn_command(cmd).unwrap();
         drop(pair.slave);
@@ -257,7 +277,12 @@ impl Pty {
                 o2.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Pty { out, writer, master: pair.master, child }
+        Pty {
+            out,
+            writer,
+            master: pair.master,
+            child,
+        }
     }
 
     pub fn text(&self) -> String {
@@ -265,15 +290,28 @@ impl Pty {
     }
 
     pub fn expect(&self, needle: &str) {
-        wait_until(&format!("terminal shows {needle:?}"), T, || self.text().contains(needle));
+        let deadline = Instant::now() + T;
+        while !self.text().contains(needle) {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for the terminal to show {needle:?}; it shows:\n{:?}",
+                    self.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Wait for `needle` to appear after byte offset `from`.
     pub fn expect_after(&self, from: usize, needle: &str) {
-        wait_until(&format!("terminal shows {needle:?} after {from}"), T, || {
-            let o = self.out.lock().unwrap();
-            String::from_utf8_lossy(&o[from.min(o.len())..]).contains(needle)
-        });
+        wait_until(
+            &format!("terminal shows {needle:?} after {from}"),
+            T,
+            || {
+                let o = self.out.lock().unwrap();
+                String::from_utf8_lossy(&o[from.min(o.len())..]).contains(needle)
+            },
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -287,7 +325,12 @@ impl Pty {
 
     pub fn resize(&self, cols: u16, rows: u16) {
         self.master
-            .resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 })
+            .resize(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
             .unwrap();
     }
 
@@ -297,7 +340,11 @@ impl Pty {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s.exit_code();
             }
-            assert!(Instant::now() < deadline, "attach did not exit; output: {}", self.text());
+            assert!(
+                Instant::now() < deadline,
+                "attach did not exit; output: {}",
+                self.text()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
