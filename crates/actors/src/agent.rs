@@ -128,7 +128,12 @@ pub struct AgentActor {
     replay_until: u64,
     /// Resolved when the connection attempt settles.
     connect_waiters: Vec<oneshot::Sender<bool>>,
+    /// A resync of lagging subscribers is scheduled.
+    resync_pending: bool,
 }
+
+/// How often lagging subscribers are retried when no new output arrives.
+const RESYNC_RETRY: Duration = Duration::from_millis(25);
 
 /// Most commands queued while the holder connection is being set up.
 const MAX_QUEUED: usize = 1024;
@@ -165,6 +170,7 @@ impl AgentActor {
             connecting: false,
             queued: Vec::new(),
             replay_until: 0,
+            resync_pending: false,
             connect_waiters: Vec::new(),
         }
     }
@@ -294,6 +300,48 @@ impl AgentActor {
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             }
+        });
+    }
+
+    /// Resync lagging attach subscribers whose queue has room again, even
+    /// when the agent is quiet; retry while any is still lagging.
+    fn schedule_resync(&mut self, ctx: &mut Context<Self>) {
+        let lagging = self
+            .subs
+            .iter()
+            .any(|s| s.lagging && matches!(s.kind, SubKind::Attach));
+        if !lagging || self.resync_pending {
+            return;
+        }
+        self.resync_pending = true;
+        ctx.run_later(RESYNC_RETRY, |act, ctx| {
+            act.resync_pending = false;
+            let term = &act.term;
+            act.subs.retain_mut(|s| {
+                if !s.lagging || !matches!(s.kind, SubKind::Attach) {
+                    return true;
+                }
+                if s.tx.is_closed() {
+                    return false;
+                }
+                if s.tx.capacity() > 0 {
+                    let snap = term.snapshot();
+                    if s
+                        .tx
+                        .try_send(ServerFrame::Snapshot {
+                            seq: snap.seq,
+                            cols: snap.cols,
+                            rows: snap.rows,
+                            data: snap.data,
+                        })
+                        .is_ok()
+                    {
+                        s.lagging = false;
+                    }
+                }
+                true
+            });
+            act.schedule_resync(ctx);
         });
     }
 
@@ -575,6 +623,7 @@ impl Handler<HolderOutput> for AgentActor {
             now_ms(),
         );
         self.fanout(seq, data);
+        self.schedule_resync(ctx);
         self.emit_state(ctx);
     }
 }

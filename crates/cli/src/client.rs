@@ -79,13 +79,24 @@ impl Client {
             return Ok(c);
         }
         start_daemon(home)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(c) = Client::connect(home)? {
-                return Ok(c);
-            }
+            // While the daemon comes up, any failure to connect is retried.
+            let last = match Client::connect(home) {
+                Ok(Some(c)) => return Ok(c),
+                Ok(None) => None,
+                Err(e) if e.code == ErrorCode::ProtocolMismatch => return Err(e),
+                Err(e) => Some(e),
+            };
             if Instant::now() > deadline {
-                return Err(unavailable(home, "it did not come up within 10 s"));
+                let stderr = std::fs::read_to_string(home.logs_dir().join("daemon.stderr")).unwrap_or_default();
+                let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+                let why = match (last, tail.is_empty()) {
+                    (_, false) => format!("it did not come up within 15 s: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+                    (Some(e), true) => format!("it did not come up within 15 s: {}", e.message),
+                    (None, true) => "it did not come up within 15 s".to_string(),
+                };
+                return Err(unavailable(home, why));
             }
             std::thread::sleep(Duration::from_millis(5));
         }

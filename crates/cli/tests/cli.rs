@@ -204,6 +204,58 @@ fn create_list_send_logs_restart_destroy() {
 }
 
 #[test]
+fn logs_follow_and_daemon_logs_follow_stream() {
+    use std::io::BufRead;
+    let n = Node::new();
+    n.ok(&["create", "lf", "--detach", "--", "bash", "--norc", "-i"]);
+    n.ok(&["send", "lf", "echo first-line", "--enter"]);
+    n.wait_log("lf", "first-line");
+    let mut follow = n.command(&["logs", "lf", "--follow"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut seen = |needle: &str| {
+        for l in lines.by_ref() {
+            if l.unwrap().contains(needle) {
+                return;
+            }
+        }
+        panic!("stream ended before {needle}");
+    };
+    seen("first-line");
+    n.ok(&["send", "lf", "echo streamed-$((3*3))", "--enter"]);
+    seen("streamed-9");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    let mut dl = n.command(&["daemon", "logs", "--follow"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(dl.stdout.take().unwrap()).lines();
+    n.ok(&["create", "later", "--detach", "--", "sleep", "600"]);
+    let found = lines.by_ref().any(|l| {
+        let l = l.unwrap();
+        l.contains("agent created") && l.contains("later")
+    });
+    assert!(found);
+    let _ = dl.kill();
+    let _ = dl.wait();
+}
+
+#[test]
+fn the_device_identity_is_created_once_and_names_the_host() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = Node::new();
+    n.ok(&["create", "h1", "--detach", "--", "sleep", "600"]);
+    let key = n.home.join("keys/device.ed25519");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let st: serde_json::Value = serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
+    let device = st["device"].as_str().unwrap().to_string();
+    assert_eq!(device.len(), 63, "{device}");
+    assert_eq!(n.agent("h1")["host_device"], device.as_str());
+    n.ok(&["daemon", "stop"]);
+    n.ok(&["list"]);
+    let st: serde_json::Value = serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
+    assert_eq!(st["device"], device.as_str(), "same identity after restart");
+}
+
+#[test]
 fn bad_input_gets_coded_errors_with_hints() {
     let n = Node::new();
     let o = n.run(&["create", "x", "--agent", "nonesuch", "--detach"]);
@@ -423,11 +475,28 @@ fn a_client_that_stops_reading_never_stalls_the_agent() {
     p.expect("FLOOD-DONE");
     p.write(b"\x02d");
     p.wait_exit();
+    // The slow client now reads: it was dropped from the stream while its
+    // queue was full and is resynced by a snapshot of the current screen.
+    let mut got = 0usize;
+    let mut since_snapshot: Option<Vec<u8>> = None;
+    while !since_snapshot.as_ref().is_some_and(|b| String::from_utf8_lossy(b).contains("FLOOD-DONE")) {
+        let frame: agentos_proto::ServerFrame = agentos_proto::read_frame(&mut s).expect("frames keep coming");
+        match frame {
+            agentos_proto::ServerFrame::Output { data, .. } => {
+                got += data.len();
+                if let Some(b) = since_snapshot.as_mut() {
+                    b.extend_from_slice(&data);
+                }
+            }
+            agentos_proto::ServerFrame::Snapshot { data, .. } => since_snapshot = Some(data),
+            _ => {}
+        }
+    }
+    assert!(got < 30_000_000, "the slow client was not sent everything ({got} bytes)");
     // The daemon's memory stayed bounded.
     let st: serde_json::Value =
         serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
     assert!(st["rss_bytes"].as_u64().unwrap() < 200_000_000, "{st}");
-    drop(s);
 }
 
 // ---------------------------------------------------------------- state ----

@@ -78,6 +78,12 @@ fn init_logging(home: &Home, level: &str, foreground: bool) -> Result<(), Daemon
     Ok(())
 }
 
+fn device_short(home: &Home) -> String {
+    agentos_p2p::DeviceIdentity::load_or_create(&home.keys_dir())
+        .map(|d| d.device_id().short())
+        .unwrap_or_default()
+}
+
 /// Run the daemon in this process until it is told to stop.
 pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError> {
     let _lock = lock_home(&home)?;
@@ -97,6 +103,15 @@ pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError
     }
     let (store, notice) = Store::open(&home.store_dir())?;
     let mut notices = Vec::new();
+    // This device's identity (created on first run); its id names the host of each agent.
+    let device = match agentos_p2p::DeviceIdentity::load_or_create(&home.keys_dir()) {
+        Ok(id) => id.device_id().to_string(),
+        Err(e) => {
+            error!(error = %e, "device identity unavailable");
+            notices.push(format!("E017 device identity unavailable: {e}"));
+            String::new()
+        }
+    };
     if let Some(n) = notice {
         error!(notice = %n, "store damaged");
         notices.push(n);
@@ -112,12 +127,12 @@ pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError
     std_listener
         .set_nonblocking(true)
         .map_err(io(home.socket.clone()))?;
-    info!(pid = std::process::id(), home = %home.root.display(), socket = %home.socket.display(), "daemon starting");
+    info!(pid = std::process::id(), device = %device_short(&home), home = %home.root.display(), socket = %home.socket.display(), "daemon starting");
 
     let sys = actix_rt::System::new();
     let home2 = home.clone();
     sys.block_on(async move {
-        let node = NodeActor::new(home2, exe, store, cfg, notices).start();
+        let node = NodeActor::new(home2, exe, store, cfg, notices, device).start();
         match tokio::net::UnixListener::from_std(std_listener) {
             Ok(listener) => {
                 actix::spawn(crate::ipc::serve(listener, node));

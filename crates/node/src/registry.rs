@@ -42,6 +42,8 @@ pub struct NodeActor {
     agents: HashMap<String, AgentEntry>,
     started_at_ms: u64,
     notices: Vec<String>,
+    /// This device's id (Syncthing-style); recorded as each agent's host.
+    device: String,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -99,6 +101,7 @@ impl NodeActor {
         store: Store,
         config: Config,
         mut notices: Vec<String>,
+        device: String,
     ) -> Self {
         let actor_id = ActorId(store.actor_id().unwrap_or([1; 16]));
         NodeActor {
@@ -111,6 +114,7 @@ impl NodeActor {
             agents: HashMap::new(),
             started_at_ms: now_ms(),
             notices: std::mem::take(&mut notices),
+            device,
         }
     }
 
@@ -229,7 +233,7 @@ impl NodeActor {
                 },
                 cwd: spec.cwd.clone(),
                 workspace: spec.workspace.clone(),
-                host_device: String::new(),
+                host_device: self.device.clone(),
                 env: vec![],
                 created_at_ms: spec.created_at_ms,
                 pid: None,
@@ -399,6 +403,7 @@ impl NodeActor {
             cwd: r.cwd.clone(),
             command: r.command.clone(),
             resume_id: r.resume_id.clone(),
+            host_device: r.host_device.clone(),
             live: r.removed_at_ms.is_none(),
         }
     }
@@ -503,7 +508,7 @@ impl NodeActor {
             command,
             cwd: cwd.canonicalize().unwrap_or(cwd).display().to_string(),
             workspace: ws.path.display().to_string(),
-            host_device: String::new(),
+            host_device: self.device.clone(),
             env: vec![],
             created_at_ms: now,
             pid: None,
@@ -757,6 +762,7 @@ impl Handler<ClientRequest> for NodeActor {
                     agents: self.agents.len() as u32,
                     rss_bytes: rss_bytes(),
                     notices: self.notices.clone(),
+                    device: self.device.clone(),
                 },
             }),
             Request::Shutdown { kill_agents } => {
@@ -1355,6 +1361,7 @@ impl NodeActor {
             cwd: r.cwd.clone(),
             command: r.command.clone(),
             resume_id: r.resume_id.clone(),
+            host_device: r.host_device.clone(),
             live: r.removed_at_ms.is_none(),
         }
     }

@@ -59,6 +59,8 @@ pub struct AgentInfo {
     pub cwd: String,
     pub command: Vec<String>,
     pub resume_id: Option<String>,
+    /// The device the agent runs on.
+    pub host_device: String,
     /// False once the agent has been destroyed (shown by `list --all`).
     pub live: bool,
 }
@@ -91,6 +93,8 @@ pub struct DaemonStatus {
     pub rss_bytes: u64,
     /// Problems found at start (a damaged store…), with their error codes.
     pub notices: Vec<String>,
+    /// This device's id (Syncthing-style, with check characters).
+    pub device: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
