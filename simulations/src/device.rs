@@ -34,6 +34,9 @@ pub(crate) fn actor_id(device: usize, incarnation: u64) -> ActorId {
     ActorId(a)
 }
 
+/// How many earlier heads a device remembers and advertises in `have`.
+const RECENT_HEADS: usize = 8;
+
 /// What a random operation did.
 #[derive(Debug, Clone)]
 pub(crate) struct OpOutcome {
@@ -53,6 +56,10 @@ pub(crate) struct Device {
     /// The last persisted snapshot (`WorkspaceDoc::save`): all that
     /// survives a crash.
     disk: Vec<u8>,
+    /// Earlier heads of this incarnation (oldest first), all of which the
+    /// document still contains: documents only grow until a crash, and a
+    /// crash resets this list.
+    recent: Vec<ChangeHash>,
 }
 
 impl Device {
@@ -60,12 +67,39 @@ impl Device {
     pub(crate) fn new(idx: usize) -> Self {
         let mut doc = WorkspaceDoc::new(actor_id(idx, 0));
         let disk = doc.save();
+        let recent = doc.heads();
         Device {
             idx,
             incarnation: 0,
             doc,
             disk,
+            recent,
         }
+    }
+
+    /// Remember the current heads as "recent".
+    fn note_heads(&mut self) {
+        for h in self.doc.heads() {
+            if !self.recent.contains(&h) {
+                self.recent.push(h);
+            }
+        }
+        if self.recent.len() > RECENT_HEADS {
+            let excess = self.recent.len() - RECENT_HEADS;
+            self.recent.drain(..excess);
+        }
+    }
+
+    /// "I have heads H" for a peer.
+    pub(crate) fn sync_msg(&mut self, reply: bool) -> Msg {
+        let heads = self.doc.heads();
+        let have = self
+            .recent
+            .iter()
+            .filter(|h| !heads.contains(h))
+            .copied()
+            .collect();
+        Msg::Sync { heads, have, reply }
     }
 
     /// Write a snapshot of the current state to disk; returns the heads it
@@ -87,6 +121,7 @@ impl Device {
             self.doc.actor()
         };
         self.doc = WorkspaceDoc::load(&self.disk, actor)?;
+        self.recent = self.doc.heads();
         Ok(())
     }
 
@@ -100,25 +135,26 @@ impl Device {
     /// Handle one incoming message; returns the answers to send back.
     pub(crate) fn handle(&mut self, msg: &Msg) -> Result<Vec<Msg>, CrdtError> {
         match msg {
-            Msg::Sync { heads, reply } => {
+            Msg::Sync { heads, have, reply } => {
                 let mut out = Vec::new();
-                let changes = self.doc.changes_since(heads);
+                // Unknown hashes are ignored by `changes_since`, which
+                // therefore returns a superset of what the sender lacks.
+                let known: Vec<ChangeHash> = heads.iter().chain(have).copied().collect();
+                let changes = self.doc.changes_since(&known);
                 if !changes.is_empty() {
                     out.push(Msg::Changes { changes });
                 }
                 if !reply {
                     let mine = self.doc.heads();
                     if heads.iter().any(|h| !mine.contains(h)) {
-                        out.push(Msg::Sync {
-                            heads: mine,
-                            reply: true,
-                        });
+                        out.push(self.sync_msg(true));
                     }
                 }
                 Ok(out)
             }
             Msg::Changes { changes } => {
                 self.doc.apply_changes(changes)?;
+                self.note_heads();
                 Ok(Vec::new())
             }
         }
@@ -127,12 +163,15 @@ impl Device {
     /// Perform one random user operation at logical time `now_ms`.
     pub(crate) fn random_op(&mut self, rng: &mut Rng, now_ms: u64) -> Result<OpOutcome, CrdtError> {
         let before = self.doc.heads();
-        let existing = self.doc.agents();
         let roll = rng.below(100);
-        let label = if existing.is_empty() || roll < 25 {
-            self.create_agent(rng, now_ms)?
+        // Target a random agent of the pool; create it if it does not exist
+        // here yet.
+        let (id, _) = *rng.pick(&AGENTS);
+        let target = AgentId::from(id);
+        let exists = self.doc.agent(&target).is_some();
+        let label = if !exists || roll < 25 {
+            self.create_agent(rng, &target, now_ms)?
         } else {
-            let target = rng.pick(&existing).id.clone();
             match roll {
                 25..=54 => {
                     let t = StateTransition {
@@ -150,7 +189,11 @@ impl Device {
                     format!("resume id {target} = {resume}")
                 }
                 70..=74 => {
-                    let pid = (rng.below(1 << 16) as u32).checked_add(1);
+                    let pid = if rng.chance(25) {
+                        None
+                    } else {
+                        Some(1 + rng.below(1 << 16) as u32)
+                    };
                     self.doc.set_pid(&target, pid)?;
                     format!("pid {target} = {pid:?}")
                 }
@@ -158,7 +201,7 @@ impl Device {
                     self.doc.mark_removed(&target, now_ms)?;
                     format!("remove {target}")
                 }
-                _ => self.save_session(rng, &existing, now_ms)?,
+                _ => self.save_session(rng, now_ms)?,
             }
         };
         let after = self.doc.heads();
@@ -167,6 +210,7 @@ impl Device {
         } else {
             // A local commit depends on every previous head, so it is now
             // the only head.
+            self.note_heads();
             after.first().copied()
         };
         Ok(OpOutcome {
@@ -178,19 +222,22 @@ impl Device {
         })
     }
 
-    fn create_agent(&mut self, rng: &mut Rng, now_ms: u64) -> Result<String, CrdtError> {
-        let (id, name) = *rng.pick(&AGENTS);
+    fn create_agent(
+        &mut self,
+        rng: &mut Rng,
+        id: &AgentId,
+        now_ms: u64,
+    ) -> Result<String, CrdtError> {
+        let name = AGENTS
+            .iter()
+            .find(|(i, _)| *i == id.as_str())
+            .map_or("unnamed", |(_, n)| *n);
         let agent_type = *rng.pick(&AGENT_TYPES);
         let env = (0..rng.range(0, 2))
-            .map(|_| {
-                (
-                    (*rng.pick(&ENV_KEYS)).to_owned(),
-                    rng.below(10).to_string(),
-                )
-            })
+            .map(|_| ((*rng.pick(&ENV_KEYS)).to_owned(), rng.below(10).to_string()))
             .collect();
         let rec = AgentRecord {
-            id: AgentId::from(id),
+            id: id.clone(),
             name: name.to_owned(),
             agent_type: agent_type.to_owned(),
             command: vec![agent_type.to_owned(), format!("--v{}", rng.below(3))],
@@ -209,17 +256,11 @@ impl Device {
         Ok(format!("upsert agent {id}"))
     }
 
-    fn save_session(
-        &mut self,
-        rng: &mut Rng,
-        existing: &[AgentRecord],
-        now_ms: u64,
-    ) -> Result<String, CrdtError> {
+    fn save_session(&mut self, rng: &mut Rng, now_ms: u64) -> Result<String, CrdtError> {
         let name = *rng.pick(&SESSIONS);
-        let agents: Vec<SavedAgent> = existing
-            .iter()
+        let agents: Vec<SavedAgent> = (0..rng.range(1, 3))
+            .filter_map(|_| self.doc.agent(&AgentId::from(rng.pick(&AGENTS).0)))
             .filter(|a| !a.is_removed())
-            .take(rng.range(1, 3))
             .map(|a| SavedAgent {
                 name: a.name.clone(),
                 agent_type: a.agent_type.clone(),

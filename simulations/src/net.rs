@@ -21,8 +21,14 @@ pub(crate) enum Msg {
     /// does not have itself also answers with its own heads, so that it can
     /// be sent what it lacks in turn (replies are never answered that way,
     /// which bounds every exchange to four messages).
+    ///
+    /// `have` lists a few earlier heads of the sender. A receiver ignores
+    /// hashes it does not know, so without them a single new local change
+    /// of the sender would make it send the whole history; with them it
+    /// usually finds a recent common state.
     Sync {
         heads: Vec<ChangeHash>,
+        have: Vec<ChangeHash>,
         reply: bool,
     },
     /// "Here are the changes since your heads."
@@ -34,7 +40,7 @@ impl Msg {
     pub(crate) fn wire_bytes(&self) -> usize {
         HEADER_BYTES
             + match self {
-                Msg::Sync { heads, .. } => heads.len() * 32,
+                Msg::Sync { heads, have, .. } => (heads.len() + have.len()) * 32,
                 Msg::Changes { changes } => changes.iter().map(|c| 4 + c.len()).sum(),
             }
     }
@@ -159,9 +165,9 @@ impl Network {
     }
 
     fn is_cut(&self, from: usize, to: usize, step: u64) -> bool {
-        self.cuts.iter().any(|c| {
-            c.until_step > step && ((c.a, c.b) == (from, to) || (c.a, c.b) == (to, from))
-        })
+        self.cuts
+            .iter()
+            .any(|c| c.until_step > step && ((c.a, c.b) == (from, to) || (c.a, c.b) == (to, from)))
     }
 }
 
@@ -180,6 +186,7 @@ mod tests {
     fn sync() -> Msg {
         Msg::Sync {
             heads: vec![],
+            have: vec![],
             reply: false,
         }
     }
@@ -241,6 +248,9 @@ mod tests {
             ..faults(0, 100)
         };
         assert_eq!(net.verdict(&env, f, 0, &mut rng), Verdict::BlackHoled);
-        assert_eq!(net.verdict(&env, faults(100, 0), 0, &mut rng), Verdict::Lost);
+        assert_eq!(
+            net.verdict(&env, faults(100, 0), 0, &mut rng),
+            Verdict::Lost
+        );
     }
 }

@@ -124,6 +124,9 @@ pub struct SimReport {
     pub duplicated: u64,
     /// Bytes sent by devices.
     pub bytes: u64,
+    /// Encoded changes shipped in "here are the changes" messages
+    /// (compare with `changes` to see the redundancy of the protocol).
+    pub changes_sent: u64,
     /// Anti-entropy rounds run after the chaotic phase.
     pub rounds: u64,
     /// Crashes (each followed by a restart from the last snapshot).
@@ -250,9 +253,11 @@ struct Sim<'a> {
     faults: Faults,
     /// Current step of the chaotic phase (`None` once it is over).
     step: Option<u64>,
-    /// Every head of every snapshot ever written, with the device that
-    /// wrote it first.
-    persisted: BTreeMap<ChangeHash, usize>,
+    /// Heads of the latest snapshot of each (device, incarnation). Within
+    /// an incarnation the document only grows, so the latest snapshot
+    /// contains every earlier one; across incarnations each one is kept,
+    /// so a restart that lost data is still caught.
+    persisted: BTreeMap<(usize, u64), Vec<ChangeHash>>,
     /// Description of each change made by a local operation.
     op_log: BTreeMap<ChangeHash, String>,
     report: SimReport,
@@ -292,20 +297,23 @@ impl<'a> Sim<'a> {
     }
 
     fn persist(&mut self, d: usize) {
-        for h in self.devices[d].persist() {
-            self.persisted.entry(h).or_insert(d);
-        }
+        let heads = self.devices[d].persist();
+        let incarnation = self.devices[d].incarnation;
+        self.persisted.insert((d, incarnation), heads);
         self.report.persists += 1;
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Msg) {
+        if let Msg::Changes { changes } = &msg {
+            self.report.changes_sent += changes.len() as u64;
+        }
         self.report.bytes += self.net.send(from, to, msg) as u64;
         self.report.messages += 1;
     }
 
     fn send_heads(&mut self, from: usize, to: usize) {
-        let heads = self.devices[from].doc.heads();
-        self.send(from, to, Msg::Sync { heads, reply: false });
+        let msg = self.devices[from].sync_msg(false);
+        self.send(from, to, msg);
     }
 
     /// A random peer of `d`.
@@ -319,9 +327,12 @@ impl<'a> Sim<'a> {
         let Some(env) = self.net.take_random(&mut self.rng) else {
             return Ok(());
         };
-        let verdict = self
-            .net
-            .verdict(&env, self.faults, self.step.unwrap_or(u64::MAX), &mut self.rng);
+        let verdict = self.net.verdict(
+            &env,
+            self.faults,
+            self.step.unwrap_or(u64::MAX),
+            &mut self.rng,
+        );
         match verdict {
             Verdict::Lost | Verdict::Partitioned | Verdict::BlackHoled => {
                 self.report.dropped += 1;
@@ -505,13 +516,21 @@ impl<'a> Sim<'a> {
             }
         }
 
-        // Every persisted change is present everywhere. Identical heads
-        // mean identical change sets, but check every device anyway: it is
-        // cheap and does not rely on that argument.
-        for d in 0..self.devices.len() {
+        // Every persisted change is present everywhere. A change hash covers
+        // its dependencies, so identical heads (checked above) mean
+        // identical change sets and checking one device checks them all;
+        // the first and the last are checked, which keeps this cheap.
+        let mut persisted: BTreeMap<ChangeHash, usize> = BTreeMap::new();
+        for (&(by, _), heads) in &self.persisted {
+            for h in heads {
+                persisted.entry(*h).or_insert(by);
+            }
+        }
+        let last = self.devices.len() - 1;
+        for d in [0, last] {
             let doc = &mut self.devices[d].doc;
             let total = doc.changes_since(&[]).len();
-            for (hash, by) in &self.persisted {
+            for (hash, by) in &persisted {
                 // Unknown hashes are ignored by `changes_since`, so a known
                 // change (which excludes itself) yields strictly fewer.
                 if doc.changes_since(&[*hash]).len() >= total {
@@ -545,4 +564,72 @@ fn short_hashes(h: &[ChangeHash]) -> String {
         .map(|h| h.to_string()[..8].to_owned())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn converged_sim(cfg: &SimConfig) -> Sim<'_> {
+        let mut sim = Sim::new(11, cfg);
+        sim.chaos().unwrap();
+        sim.quiesce().unwrap();
+        sim.check().unwrap();
+        sim
+    }
+
+    #[test]
+    fn checker_catches_a_lost_persisted_op() {
+        let cfg = SimConfig {
+            devices: 2,
+            ops: 6,
+            ..SimConfig::default()
+        };
+        let mut sim = converged_sim(&cfg);
+        // A change that was persisted but never reached any replica.
+        let mut stray = Device::new(1);
+        let op = stray.random_op(&mut Rng::new(5), 1).unwrap();
+        let lost = stray.persist();
+        assert_eq!(Some(lost[0]), op.change);
+        sim.persisted.insert((1, 99), lost);
+        match sim.check() {
+            Err(SimFailure::LostPersistedOp {
+                hash, persisted_by, ..
+            }) => {
+                assert_eq!(hash, op.change.unwrap().to_string());
+                assert_eq!(persisted_by, 1);
+            }
+            other => panic!("expected LostPersistedOp, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn checker_catches_too_many_messages() {
+        let cfg = SimConfig {
+            devices: 3,
+            ops: 6,
+            ..SimConfig::default()
+        };
+        let mut sim = converged_sim(&cfg);
+        let bound = cfg.message_bound(sim.report.rounds as usize);
+        sim.report.messages = bound + 1;
+        assert_eq!(
+            sim.check(),
+            Err(SimFailure::TooManyMessages {
+                messages: bound + 1,
+                bound
+            })
+        );
+    }
+
+    #[test]
+    fn message_bound_formula() {
+        let cfg = SimConfig {
+            devices: 3,
+            ops: 10,
+            ..SimConfig::default()
+        };
+        assert_eq!(cfg.message_bound(0), 500 + 9);
+        assert_eq!(cfg.message_bound(2), 500 + 18);
+    }
 }

@@ -326,8 +326,7 @@ impl AgentActor {
                 }
                 if s.tx.capacity() > 0 {
                     let snap = term.snapshot();
-                    if s
-                        .tx
+                    if s.tx
                         .try_send(ServerFrame::Snapshot {
                             seq: snap.seq,
                             cols: snap.cols,
@@ -503,7 +502,8 @@ async fn holder_session(
     result
 }
 
-fn count_newlines(path: &std::path::Path, upto: u64) -> u64 {
+/// Newlines in the first `upto` bytes of a file (absolute line numbers).
+pub fn count_newlines(path: &std::path::Path, upto: u64) -> u64 {
     use std::io::Read;
     let Ok(f) = std::fs::File::open(path) else {
         return 0;
@@ -515,7 +515,7 @@ fn count_newlines(path: &std::path::Path, upto: u64) -> u64 {
         if k == 0 {
             break;
         }
-        n += buf[..k].iter().filter(|b| **b == b'\n').count() as u64;
+        n += memchr::memchr_iter(b'\n', &buf[..k]).count() as u64;
     }
     n
 }

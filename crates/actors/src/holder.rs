@@ -181,6 +181,8 @@ struct LogState {
     exit: Option<ExitRecord>,
     /// Connections whose writer has not yet delivered `Exited`.
     open_writers: usize,
+    /// The child has exited: its pid may be reused, so never signal it again.
+    child_gone: bool,
 }
 
 struct Shared {
@@ -298,6 +300,7 @@ pub fn run(dir: &Path) -> Result<i32, HolderError> {
             reader_eof: false,
             exit: None,
             open_writers: 0,
+            child_gone: false,
         }),
         cond: Condvar::new(),
         log_path: ad.log(),
@@ -371,7 +374,10 @@ pub fn run(dir: &Path) -> Result<i32, HolderError> {
             .map_err(io("spawning thread", sock.clone()))?;
     }
 
-    // Wait for the child (we reap it ourselves to learn the signal).
+    // Wait for the child without reaping it, mark it gone (so no signal can
+    // reach a reused pid), then reap it ourselves to learn the status.
+    wait_exit_noreap(child_pid);
+    lock(&shared.state).child_gone = true;
     let (code, signal) = wait_child(child_pid);
     drop(child);
     // Let the reader drain what the child wrote (bounded: a grandchild may
@@ -422,6 +428,15 @@ pub fn run(dir: &Path) -> Result<i32, HolderError> {
     }
     let _ = fs::remove_file(&sock);
     Ok(code)
+}
+
+fn wait_exit_noreap(pid: Option<u32>) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let Some(pid) = pid else { return };
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    while let Err(nix::errno::Errno::EINTR) =
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+    {}
 }
 
 fn wait_child(pid: Option<u32>) -> (i32, Option<i32>) {
@@ -486,8 +501,10 @@ fn serve(mut conn: UnixStream, shared: Arc<Shared>) {
                 });
             }
             HolderCmd::Signal { signal } => {
-                if let Some(pid) = shared.child_pid {
+                let st = lock(&shared.state);
+                if let Some(pid) = shared.child_pid.filter(|_| !st.child_gone) {
                     // The child leads its own session: signal the whole group.
+                    // Holding the lock keeps it from being reaped meanwhile.
                     unsafe {
                         libc::kill(-(pid as i32), signal);
                     }

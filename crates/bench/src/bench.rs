@@ -3,7 +3,7 @@
 //! tears down what it created, and returns report rows. Nothing sleeps to
 //! synchronise: every wait is on a marker or a condition, with a deadline.
 
-use crate::report::Row;
+use crate::report::{Row, verdict};
 use crate::stats::{Unit, median, percentile, secs};
 use crate::systems::{AgentOs, Mem, TIMEOUT, Tmux, alive, signal, wait_until};
 use crate::term::Term;
@@ -102,7 +102,12 @@ fn cpu_ticks(pids: &[i32]) -> u64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .map(|s| {
-            let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let f: Vec<&str> = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
             // Fields after the comm: state is [0]; utime is field 14 → [11], stime [12].
             f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
                 + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
@@ -119,7 +124,9 @@ fn wait_quiet(pids: &[i32], what: &str) {
     let mut still = 0;
     while still < 2 {
         if Instant::now() > deadline {
-            progress(&format!("warning: {what} still busy after 20 s; continuing"));
+            progress(&format!(
+                "warning: {what} still busy after 20 s; continuing"
+            ));
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -191,6 +198,7 @@ pub fn memory(ctx: &Ctx) -> Vec<Row> {
         )
         .agentos(a0.rss as f64)
         .tmux(t1.rss as f64)
+        .goal("≤ 15 MB", a0.rss as f64 <= 15e6)
         .note(format!("PSS {} / {} MiB", mib(a0), mib(t1))),
         Row::new("RSS, 1 idle agent/pane (holder included)", Unit::Bytes)
             .agentos(a1.rss as f64)
@@ -199,6 +207,7 @@ pub fn memory(ctx: &Ctx) -> Vec<Row> {
         Row::new("RSS, 5 idle agents/panes (holders included)", Unit::Bytes)
             .agentos(a5.rss as f64)
             .tmux(t5.rss as f64)
+            .goal("≤ 40 MB", a5.rss as f64 <= 40e6)
             .note(format!(
                 "PSS {} / {} MiB; daemon alone {:.1} MiB RSS",
                 mib(a5),
@@ -234,7 +243,8 @@ pub fn write_lines_file(path: &Path) {
 pub fn scrollback(ctx: &Ctx, lines_file: &Path) -> Vec<Row> {
     progress("scrollback: 100,000 lines of 79 characters");
     let (aos, tmux) = (&ctx.aos, &ctx.tmux);
-    let script = "printf 'SB-READY\\n'; read x < \"$1\"; cat \"$2\"; printf 'SB-DONE\\n'; exec sleep 100000";
+    let script =
+        "printf 'SB-READY\\n'; read x < \"$1\"; cat \"$2\"; printf 'SB-DONE\\n'; exec sleep 100000";
     let lines = lines_file.to_string_lossy().into_owned();
     let fa = ctx.dir.join("sb-a.fifo");
     let ft = ctx.dir.join("sb-t.fifo");
@@ -273,8 +283,9 @@ pub fn scrollback(ctx: &Ctx, lines_file: &Path) -> Vec<Row> {
         )
         .agentos(per(a0.rss, a1.rss))
         .tmux(per(t0.rss, t1.rss))
+        .goal("≤ 150 B/line", per(a0.rss, a1.rss) <= 150.0)
         .note(format!(
-            "AgentOS: daemon alone {:.0} B/line, holders incl.; PSS {:.0} / {:.0} B/line",
+            "AgentOS includes the holders (daemon alone {:.0} B/line); PSS {:.0} / {:.0} B/line",
             per(ad0.rss, ad1.rss),
             per(a0.pss, a1.pss),
             per(t0.pss, t1.pss)
@@ -311,6 +322,7 @@ pub fn cli(ctx: &Ctx, n: usize) -> Vec<Row> {
         )
         .agentos(median(&a))
         .tmux(median(&t))
+        .goal("≤ 20 ms", median(&a) <= 0.020)
         .note(format!(
             "p90 {} / {}",
             Unit::Seconds.fmt(percentile(&a, 90.0)),
@@ -327,8 +339,8 @@ pub fn create(ctx: &Ctx, n: usize) -> Vec<Row> {
     let (mut a, mut t) = (Vec::new(), Vec::new());
     for i in 0..n {
         let name = format!("cr{i}");
-        let mut one_a = || secs(timed(|| aos.create(&name, &SLEEP)).0);
-        let mut one_t = || secs(timed(|| tmux.new_window("cr", &name, &SLEEP)).0);
+        let one_a = || secs(timed(|| aos.create(&name, &SLEEP)).0);
+        let one_t = || secs(timed(|| tmux.new_window("cr", &name, &SLEEP)).0);
         if i % 2 == 0 {
             a.push(one_a());
             t.push(one_t());
@@ -348,6 +360,7 @@ pub fn create(ctx: &Ctx, n: usize) -> Vec<Row> {
         )
         .agentos(median(&a))
         .tmux(median(&t))
+        .goal("≤ 150 ms", median(&a) <= 0.150)
         .note(format!(
             "max {} / {}",
             Unit::Seconds.fmt(percentile(&a, 100.0)),
@@ -398,6 +411,7 @@ pub fn attach(ctx: &Ctx, reps: usize) -> Vec<Row> {
         )
         .agentos(median(&a))
         .tmux(median(&t))
+        .goal("≤ 15 ms", median(&a) <= 0.015)
         .note(format!(
             "max {} / {}",
             Unit::Seconds.fmt(percentile(&a, 100.0)),
@@ -471,7 +485,9 @@ fn echo_samples(ctx: &Ctx, targets: &mut [EchoTarget], n: usize) -> Vec<Vec<f64>
 
 /// Keystroke → echo round trip, idle and with a flooding sibling.
 pub fn echo(ctx: &Ctx, n: usize) -> Vec<Row> {
-    progress(&format!("keystroke echo: {n} samples each, idle and under flood"));
+    progress(&format!(
+        "keystroke echo: {n} samples each, idle and under flood"
+    ));
     let (aos, tmux) = (&ctx.aos, &ctx.tmux);
     let script = "stty raw -echo; printf 'RTT-READY\\n'; exec cat";
     let direct = Term::spawn(
@@ -503,7 +519,8 @@ pub fn echo(ctx: &Ctx, n: usize) -> Vec<Row> {
         },
     ];
     for t in targets.iter_mut() {
-        t.term.wait_text("RTT-READY", TIMEOUT, "the echo loop to start");
+        t.term
+            .wait_text("RTT-READY", TIMEOUT, "the echo loop to start");
     }
     let idle = echo_samples(ctx, &mut targets, n);
 
@@ -538,24 +555,50 @@ pub fn echo(ctx: &Ctx, n: usize) -> Vec<Row> {
     tmux.kill_session("rtt");
 
     let row = |what: String, s: &[Vec<f64>], p: f64| {
+        let f = |q: f64| {
+            let v: Vec<String> = s
+                .iter()
+                .map(|x| Unit::Seconds.fmt(percentile(x, q)))
+                .collect();
+            v.join(" / ")
+        };
+        let note = if p < 90.0 {
+            format!("p90 {}", f(90.0))
+        } else {
+            format!("max {}", f(100.0))
+        };
         Row::new(what, Unit::Seconds)
             .agentos(percentile(&s[0], p))
             .tmux(percentile(&s[1], p))
             .direct(percentile(&s[2], p))
+            .note(note)
     };
+    let le_tmux = |s: &[Vec<f64>], p: f64| percentile(&s[0], p) <= percentile(&s[1], p);
     vec![
-        row(format!("Keystroke → echo p50, idle ({n} samples)"), &idle, 50.0),
-        row(format!("Keystroke → echo p99, idle ({n} samples)"), &idle, 99.0),
+        row(
+            format!("Keystroke → echo p50, idle ({n} samples)"),
+            &idle,
+            50.0,
+        )
+        .goal("≤ 1.0× tmux", le_tmux(&idle, 50.0)),
+        row(
+            format!("Keystroke → echo p99, idle ({n} samples)"),
+            &idle,
+            99.0,
+        )
+        .goal("≤ 1 ms", percentile(&idle[0], 99.0) <= 1e-3),
         row(
             format!("Keystroke → echo p50, sibling flooding (`yes`, {n} samples)"),
             &flooded,
             50.0,
-        ),
+        )
+        .goal("≤ tmux", le_tmux(&flooded, 50.0)),
         row(
             format!("Keystroke → echo p99, sibling flooding (`yes`, {n} samples)"),
             &flooded,
             99.0,
-        ),
+        )
+        .goal("≤ tmux", le_tmux(&flooded, 99.0)),
     ]
 }
 
@@ -620,7 +663,9 @@ pub fn throughput(ctx: &Ctx, file: &Path, reps: usize, warmup: bool) -> Vec<Row>
         for k in 0..3 {
             let i = (rep + k) % 3;
             let (sys, term) = &mut terms[i];
-            wait_quiet(&ctx.server_pids(Sys::AgentOs), "AgentOS");
+            let mut servers = ctx.server_pids(Sys::AgentOs);
+            servers.extend(ctx.server_pids(Sys::Tmux));
+            wait_quiet(&servers, "the servers");
             term.drain();
             term.bytes_read = 0;
             let token = format!("{}{rep}", sys.tag());
@@ -663,6 +708,14 @@ pub fn throughput(ctx: &Ctx, file: &Path, reps: usize, warmup: bool) -> Vec<Row>
         .agentos(med[0])
         .tmux(med[1])
         .direct(med[2])
+        .goal_verdict(
+            "≤ 1.0× tmux; stretch ≤ 1.3× direct",
+            format!(
+                "{}; stretch {}",
+                verdict(med[0] <= med[1]),
+                verdict(med[0] <= 1.3 * med[2])
+            ),
+        )
         .note(format!(
             "{:.1} / {:.1} / {:.1} MB/s; client received {:.1} / {:.1} / {:.1} MB per run",
             mb / med[0],

@@ -13,6 +13,8 @@ pub struct Row {
     pub agentos: Option<f64>,
     pub tmux: Option<f64>,
     pub direct: Option<f64>,
+    /// The target from DESIGN.md §4 and whether this run met it.
+    pub goal: Option<(String, String)>,
     pub note: String,
 }
 
@@ -24,6 +26,7 @@ impl Row {
             agentos: None,
             tmux: None,
             direct: None,
+            goal: None,
             note: String::new(),
         }
     }
@@ -43,15 +46,40 @@ impl Row {
         self
     }
 
+    /// The design target `text`, met or not.
+    pub fn goal(mut self, text: impl Into<String>, met: bool) -> Row {
+        self.goal = Some((text.into(), verdict(met).into()));
+        self
+    }
+
+    /// The design target `text` with a verdict of the caller's wording.
+    pub fn goal_verdict(mut self, text: impl Into<String>, verdict: impl Into<String>) -> Row {
+        self.goal = Some((text.into(), verdict.into()));
+        self
+    }
+
     pub fn note(mut self, n: impl Into<String>) -> Row {
         self.note = n.into();
         self
     }
 }
 
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 && a >= 0.0 => format!("{:.2}×", a / b),
+        (Some(a), Some(b)) if b > 0.0 && a >= 0.0 => {
+            let r = a / b;
+            if r < 10.0 {
+                format!("{r:.2}×")
+            } else if r < 100.0 {
+                format!("{r:.1}×")
+            } else {
+                format!("{r:.0}×")
+            }
+        }
         _ => "–".into(),
     }
 }
@@ -59,19 +87,24 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 /// The markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| Measurement | AgentOS | tmux | AgentOS / tmux | direct PTY | AgentOS / direct | Notes |\n\
-         |---|---:|---:|---:|---:|---:|---|\n",
+        "| Measurement | AgentOS | tmux | AgentOS / tmux | direct PTY | AgentOS / direct | Goal (DESIGN.md §4) | Notes |\n\
+         |---|---:|---:|---:|---:|---:|---|---|\n",
     );
     for r in rows {
         let f = |v: Option<f64>| v.map(|v| r.unit.fmt(v)).unwrap_or_else(|| "–".into());
+        let goal = match &r.goal {
+            Some((t, v)) => format!("{t}: {v}"),
+            None => "–".into(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.what,
             f(r.agentos),
             f(r.tmux),
             ratio(r.agentos, r.tmux),
             f(r.direct),
             ratio(r.agentos, r.direct),
+            goal,
             r.note
         ));
     }
@@ -225,10 +258,12 @@ mod tests {
                 .agentos(0.0005)
                 .tmux(0.00025)
                 .direct(0.0001),
-            Row::new("rss", Unit::Bytes).agentos(2.0 * 1024.0 * 1024.0),
+            Row::new("rss", Unit::Bytes)
+                .agentos(2.0 * 1024.0 * 1024.0)
+                .goal("≤ 15 MB", true),
         ];
         let t = table(&rows);
-        assert!(t.contains("| echo p50 | 500 µs | 250 µs | 2.00× | 100 µs | 5.00× |"));
-        assert!(t.contains("| rss | 2.0 MiB | – | – | – | – |"));
+        assert!(t.contains("| echo p50 | 500 µs | 250 µs | 2.00× | 100 µs | 5.00× | – |"));
+        assert!(t.contains("| rss | 2.0 MiB | – | – | – | – | ≤ 15 MB: met |"));
     }
 }

@@ -251,6 +251,18 @@ pub struct Tmux {
     pub work: PathBuf,
 }
 
+/// Where tmux puts the socket of `-L name` (tmux 3.3: `$TMUX_TMPDIR` or
+/// `/tmp`, then `tmux-<uid>/<name>`).
+fn tmux_socket_path(name: &str) -> PathBuf {
+    let base = std::env::var_os("TMUX_TMPDIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    // SAFETY: getuid(2) cannot fail.
+    let uid = unsafe { libc::getuid() };
+    base.join(format!("tmux-{uid}")).join(name)
+}
+
 impl Tmux {
     /// Writes the config (history-limit 100000, status line off).
     pub fn new(bin: &Path, dir: &Path, work: &Path) -> Tmux {
@@ -339,11 +351,6 @@ impl Tmux {
             .unwrap_or_else(|_| panic!("tmux printed no pane pid for {target}"))
     }
 
-    /// The visible text of pane `target`.
-    pub fn capture(&self, target: &str) -> String {
-        self.run(&["capture-pane", "-p", "-t", target])
-    }
-
     pub fn mem_server(&self) -> Mem {
         Mem::of(&[self.server_pid()])
     }
@@ -366,6 +373,7 @@ impl Tmux {
         )
     }
 
+    /// Kills the server and removes its socket file.
     pub fn kill_server(&self) {
         let _ = self
             .command(&["kill-server"])
@@ -373,6 +381,7 @@ impl Tmux {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        let _ = std::fs::remove_file(tmux_socket_path(&self.socket));
     }
 }
 

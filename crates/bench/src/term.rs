@@ -97,7 +97,7 @@ pub struct Term {
     child: Box<dyn Child + Send + Sync>,
     fd: RawFd,
     strip: Stripper,
-    /// Stripped text read since the last [`Term::clear_text`] (tail only).
+    /// Stripped text read so far (tail only).
     text: Vec<u8>,
     /// Raw bytes read since the last [`Term::reset_count`].
     pub bytes_read: u64,
@@ -271,11 +271,6 @@ impl Term {
     pub fn tail_text(&self) -> String {
         let from = self.text.len().saturating_sub(2000);
         String::from_utf8_lossy(&self.text[from..]).into_owned()
-    }
-
-    /// Forgets the text read so far (markers are searched after this point).
-    pub fn clear_text(&mut self) {
-        self.text.clear();
     }
 
     /// Reads everything already pending, without waiting.

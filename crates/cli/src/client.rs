@@ -89,10 +89,14 @@ impl Client {
                 Err(e) => Some(e),
             };
             if Instant::now() > deadline {
-                let stderr = std::fs::read_to_string(home.logs_dir().join("daemon.stderr")).unwrap_or_default();
+                let stderr = std::fs::read_to_string(home.logs_dir().join("daemon.stderr"))
+                    .unwrap_or_default();
                 let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
                 let why = match (last, tail.is_empty()) {
-                    (_, false) => format!("it did not come up within 15 s: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+                    (_, false) => format!(
+                        "it did not come up within 15 s: {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    ),
                     (Some(e), true) => format!("it did not come up within 15 s: {}", e.message),
                     (None, true) => "it did not come up within 15 s".to_string(),
                 };

@@ -108,6 +108,9 @@ enum Cmd {
         lines: Option<u32>,
         #[arg(long, short = 'f')]
         follow: bool,
+        /// Prefix each line with its absolute line number (from the start of the session).
+        #[arg(long)]
+        numbers: bool,
     },
     /// Show an agent's state; --explain says which source decided it.
     Status {
@@ -386,6 +389,7 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
             name,
             lines,
             follow,
+            numbers,
         } => {
             let mut c = ctx.client()?;
             let r = c.request(Request::Logs {
@@ -394,16 +398,34 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
                 follow,
             })?;
             let mut out = std::io::stdout().lock();
-            if let Response::Text { text } = r
-                && !text.is_empty()
-            {
-                let _ = writeln!(out, "{text}");
+            let mut next = 1;
+            if let Response::LogLines { first, lines } = r {
+                if ctx.json && !follow {
+                    ctx.json_out(&serde_json::json!({ "first": first, "lines": lines }));
+                    return Ok(0);
+                }
+                for (i, l) in lines.iter().enumerate() {
+                    let _ = if numbers {
+                        writeln!(out, "{:>7}  {l}", first + i as u64)
+                    } else {
+                        writeln!(out, "{l}")
+                    };
+                }
+                next = first + lines.len() as u64;
             }
             if follow {
+                let _ = out.flush();
                 loop {
                     match c.recv() {
                         Ok(ServerFrame::LogText { text }) => {
-                            let _ = writeln!(out, "{text}");
+                            for l in text.lines() {
+                                let _ = if numbers {
+                                    writeln!(out, "{next:>7}  {l}")
+                                } else {
+                                    writeln!(out, "{l}")
+                                };
+                                next += 1;
+                            }
                             let _ = out.flush();
                         }
                         Ok(ServerFrame::Exited { .. } | ServerFrame::Detached { .. }) | Err(_) => {

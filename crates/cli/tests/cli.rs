@@ -210,7 +210,11 @@ fn logs_follow_and_daemon_logs_follow_stream() {
     n.ok(&["create", "lf", "--detach", "--", "bash", "--norc", "-i"]);
     n.ok(&["send", "lf", "echo first-line", "--enter"]);
     n.wait_log("lf", "first-line");
-    let mut follow = n.command(&["logs", "lf", "--follow"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut follow = n
+        .command(&["logs", "lf", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
     let mut seen = |needle: &str| {
         for l in lines.by_ref() {
@@ -226,7 +230,11 @@ fn logs_follow_and_daemon_logs_follow_stream() {
     let _ = follow.kill();
     let _ = follow.wait();
 
-    let mut dl = n.command(&["daemon", "logs", "--follow"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut dl = n
+        .command(&["daemon", "logs", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = std::io::BufReader::new(dl.stdout.take().unwrap()).lines();
     n.ok(&["create", "later", "--detach", "--", "sleep", "600"]);
     let found = lines.by_ref().any(|l| {
@@ -244,14 +252,19 @@ fn the_device_identity_is_created_once_and_names_the_host() {
     let n = Node::new();
     n.ok(&["create", "h1", "--detach", "--", "sleep", "600"]);
     let key = n.home.join("keys/device.ed25519");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-    let st: serde_json::Value = serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
     let device = st["device"].as_str().unwrap().to_string();
     assert_eq!(device.len(), 63, "{device}");
     assert_eq!(n.agent("h1")["host_device"], device.as_str());
     n.ok(&["daemon", "stop"]);
     n.ok(&["list"]);
-    let st: serde_json::Value = serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
     assert_eq!(st["device"], device.as_str(), "same identity after restart");
 }
 
@@ -479,8 +492,12 @@ fn a_client_that_stops_reading_never_stalls_the_agent() {
     // queue was full and is resynced by a snapshot of the current screen.
     let mut got = 0usize;
     let mut since_snapshot: Option<Vec<u8>> = None;
-    while !since_snapshot.as_ref().is_some_and(|b| String::from_utf8_lossy(b).contains("FLOOD-DONE")) {
-        let frame: agentos_proto::ServerFrame = agentos_proto::read_frame(&mut s).expect("frames keep coming");
+    while !since_snapshot
+        .as_ref()
+        .is_some_and(|b| String::from_utf8_lossy(b).contains("FLOOD-DONE"))
+    {
+        let frame: agentos_proto::ServerFrame =
+            agentos_proto::read_frame(&mut s).expect("frames keep coming");
         match frame {
             agentos_proto::ServerFrame::Output { data, .. } => {
                 got += data.len();
@@ -492,7 +509,10 @@ fn a_client_that_stops_reading_never_stalls_the_agent() {
             _ => {}
         }
     }
-    assert!(got < 30_000_000, "the slow client was not sent everything ({got} bytes)");
+    assert!(
+        got < 30_000_000,
+        "the slow client was not sent everything ({got} bytes)"
+    );
     // The daemon's memory stayed bounded.
     let st: serde_json::Value =
         serde_json::from_str(&n.ok(&["daemon", "status", "--json"]).stdout).unwrap();
@@ -681,9 +701,7 @@ fn agents_outlive_a_killed_daemon() {
         .map(|a| a["pid"].as_i64().unwrap() as i32)
         .collect();
     let daemon = n.daemon_pid().unwrap();
-    unsafe {
-        libc::kill(daemon, libc::SIGKILL);
-    }
+    n.kill9(daemon, false);
     wait_until("daemon dead", T, || !alive(daemon));
     for p in &pids {
         assert!(alive(*p), "agent {p} survived the daemon");
@@ -744,14 +762,10 @@ fn restore_after_holders_die_resumes_each_conversation() {
     // Simulate a reboot: the daemon and every holder and agent die.
     let daemon = n.daemon_pid().unwrap();
     for (holder, child) in n.holder_pids() {
-        unsafe {
-            libc::kill(holder, libc::SIGKILL);
-            libc::kill(-child, libc::SIGKILL);
-        }
+        n.kill9(holder, false);
+        n.kill9(child, true);
     }
-    unsafe {
-        libc::kill(daemon, libc::SIGKILL);
-    }
+    n.kill9(daemon, false);
     wait_until("all dead", T, || {
         n.holder_pids()
             .iter()
@@ -820,11 +834,15 @@ fn scrollback_of_100k_lines_survives_restarts() {
     assert_eq!(o.trim(), "119999\n120000\nEND-OF-SEQ", "{o}");
     let all = n.ok(&["logs", "big"]).stdout;
     assert!(all.starts_with("1\n2\n3\n"), "full history kept");
+    // Absolute line numbers: `seq` printed N on line N.
+    let numbered = n.ok(&["logs", "big", "--lines", "2", "--numbers"]).stdout;
+    assert_eq!(
+        numbered, " 120000  120000\n 120001  END-OF-SEQ\n",
+        "{numbered}"
+    );
     assert_eq!(all.lines().count(), 120001);
     let daemon = n.daemon_pid().unwrap();
-    unsafe {
-        libc::kill(daemon, libc::SIGKILL);
-    }
+    n.kill9(daemon, false);
     wait_until("daemon dead", T, || !alive(daemon));
     let all = n.ok(&["logs", "big"]).stdout;
     assert_eq!(all.lines().count(), 120001, "history survives the daemon");

@@ -707,17 +707,18 @@ async fn stop_agent(addr: &Addr<AgentActor>, force: bool) {
     let _ = wait_exit(STOP_GRACE).await;
 }
 
-/// The last `lines` lines (all when `None`) of an agent's output as plain text.
-fn read_log_text(dir: &AgentDir, lines: Option<u32>) -> String {
+/// The last `lines` lines (all when `None`) of an agent's output as plain
+/// text, with the absolute number of the first one.
+fn read_log_lines(dir: &AgentDir, lines: Option<u32>) -> (u64, Vec<String>) {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(dir.log()) else {
-        return String::new();
+        return (1, Vec::new());
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let Some(n) = lines.map(|n| n as usize) else {
         let mut buf = Vec::new();
         let _ = f.read_to_end(&mut buf);
-        return agentos_actors::plaintext::last_lines(&buf, usize::MAX).join("\n");
+        return (1, agentos_actors::plaintext::last_lines(&buf, usize::MAX));
     };
     let mut window = (n as u64 * 256).max(64 * 1024);
     loop {
@@ -726,7 +727,7 @@ fn read_log_text(dir: &AgentDir, lines: Option<u32>) -> String {
         if f.seek(SeekFrom::Start(start)).is_err()
             || (&mut f).take(len - start).read_to_end(&mut buf).is_err()
         {
-            return String::new();
+            return (1, Vec::new());
         }
         let mut out = agentos_actors::plaintext::last_lines(&buf, n + 1);
         if start > 0 {
@@ -738,7 +739,12 @@ fn read_log_text(dir: &AgentDir, lines: Option<u32>) -> String {
             out.remove(0);
         }
         let skip = out.len().saturating_sub(n);
-        return out[skip..].join("\n");
+        let out = out.split_off(skip);
+        // Lines end with '\n'; an unfinished last line counts too.
+        let newlines_before = agentos_actors::agent::count_newlines(&dir.log(), start)
+            + buf.iter().filter(|b| **b == b'\n').count() as u64;
+        let total = newlines_before + u64::from(buf.last().is_some_and(|b| *b != b'\n'));
+        return (total + 1 - out.len() as u64, out);
     }
 }
 
@@ -1020,9 +1026,8 @@ impl Handler<ClientRequest> for NodeActor {
                 Err(e) => ready(error_response(e)),
                 Ok(e) => {
                     let dir = AgentDir(self.home.agent_dir(&e.record.id.0));
-                    ready(Response::Text {
-                        text: read_log_text(&dir, lines),
-                    })
+                    let (first, lines) = read_log_lines(&dir, lines);
+                    ready(Response::LogLines { first, lines })
                 }
             },
             Request::Attach { .. } => ready(error_response(err(

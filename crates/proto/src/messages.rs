@@ -174,15 +174,39 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Ok,
-    Pong { pid: u32 },
-    DaemonStatus { status: DaemonStatus },
-    Agent { info: AgentInfo },
-    Agents { agents: Vec<AgentInfo> },
-    Explain { explain: StateExplain },
-    Text { text: String },
-    Restored { agents: Vec<AgentInfo> },
-    Sessions { sessions: Vec<SessionSummary> },
-    Error { error: ErrorInfo },
+    Pong {
+        pid: u32,
+    },
+    DaemonStatus {
+        status: DaemonStatus,
+    },
+    Agent {
+        info: AgentInfo,
+    },
+    Agents {
+        agents: Vec<AgentInfo>,
+    },
+    Explain {
+        explain: StateExplain,
+    },
+    Text {
+        text: String,
+    },
+    /// Plain-text scrollback: `lines[0]` is absolute line `first` (1-based,
+    /// counted from the start of the session).
+    LogLines {
+        first: u64,
+        lines: Vec<String>,
+    },
+    Restored {
+        agents: Vec<AgentInfo>,
+    },
+    Sessions {
+        sessions: Vec<SessionSummary>,
+    },
+    Error {
+        error: ErrorInfo,
+    },
 }
 
 /// Frames a client sends. After `Request::Attach` the client may send the

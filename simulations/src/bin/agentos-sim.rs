@@ -93,6 +93,8 @@ fn main() -> ExitCode {
     let mut failed = 0u64;
     let mut total = SimReport::default();
     let mut max_rounds = 0;
+    // Highest share of the message budget used by a passing seed.
+    let mut peak_budget = 0.0f64;
     let end = args.start.saturating_add(args.seeds);
     for seed in args.start..end {
         match catch_unwind(AssertUnwindSafe(|| run(seed, &args.cfg))) {
@@ -101,10 +103,13 @@ fn main() -> ExitCode {
                 total.changes += r.changes;
                 total.messages += r.messages;
                 total.bytes += r.bytes;
+                total.changes_sent += r.changes_sent;
                 total.rounds += r.rounds;
                 total.crashes += r.crashes;
                 total.partitions += r.partitions;
                 max_rounds = max_rounds.max(r.rounds);
+                let bound = args.cfg.message_bound(r.rounds as usize).max(1);
+                peak_budget = peak_budget.max(r.messages as f64 / bound as f64);
             }
             Ok(Err(e)) => {
                 failed += 1;
@@ -121,8 +126,8 @@ fn main() -> ExitCode {
     let passed = args.seeds - failed;
     println!(
         "agentos-sim: seeds {}..{end} devices={} ops={} loss={}% dup={}% partitions={} crashes={}: \
-         {passed} passed, {failed} failed; ops={} changes={} messages={} bytes={} crashes={} \
-         partitions={} rounds max={max_rounds} avg={:.2}; {:.2}s ({:.2} ms/seed)",
+         {passed} passed, {failed} failed; ops={} changes={} messages={} bytes={} changes_sent={} crashes={} \
+         partitions={} rounds max={max_rounds} avg={:.2} peak message budget={:.0}%; {:.2}s ({:.2} ms/seed)",
         args.start,
         c.devices,
         c.ops,
@@ -134,9 +139,11 @@ fn main() -> ExitCode {
         total.changes,
         total.messages,
         total.bytes,
+        total.changes_sent,
         total.crashes,
         total.partitions,
         total.rounds as f64 / passed.max(1) as f64,
+        peak_budget * 100.0,
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1000.0 / args.seeds.max(1) as f64,
     );

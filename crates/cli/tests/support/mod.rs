@@ -117,8 +117,24 @@ impl Node {
     /// Run and require success.
     pub fn ok(&self, args: &[&str]) -> Out {
         let o = self.run(args);
-        assert_eq!(o.code, 0, "agentos {args:?} failed: {o:?}");
+        if o.code != 0 {
+            panic!(
+                "agentos {args:?} failed: {o:?}\n--- daemon log tail\n{}",
+                self.daemon_log_tail()
+            );
+        }
         o
+    }
+
+    pub fn daemon_log_tail(&self) -> String {
+        let mut out = String::new();
+        for f in ["logs/daemon.log", "logs/daemon.stderr"] {
+            let t = std::fs::read_to_string(self.home.join(f)).unwrap_or_default();
+            let lines: Vec<&str> = t.lines().collect();
+            out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+            out.push('\n');
+        }
+        out
     }
 
     pub fn argv_log(&self) -> PathBuf {
@@ -218,6 +234,27 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
+impl Node {
+    /// Is `pid` one of this node's processes? PIDs are reused quickly here,
+    /// so a recorded pid is only signalled after checking its environment.
+    pub fn owns(&self, pid: i32) -> bool {
+        let needle = format!("AGENTOS_HOME={}", self.home.display());
+        pid > 0
+            && std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                .unwrap_or(false)
+    }
+
+    /// SIGKILL `pid` (or its process group when `group`) if it is ours.
+    pub fn kill9(&self, pid: i32, group: bool) {
+        if self.owns(pid) {
+            unsafe {
+                libc::kill(if group { -pid } else { pid }, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self
@@ -226,20 +263,12 @@ impl Drop for Node {
             .stderr(std::process::Stdio::null())
             .status();
         for (holder, child) in self.holder_pids() {
-            unsafe {
-                if child > 0 {
-                    libc::kill(-child, libc::SIGKILL);
-                    libc::kill(child, libc::SIGKILL);
-                }
-                if holder > 0 {
-                    libc::kill(holder, libc::SIGKILL);
-                }
-            }
+            self.kill9(child, true);
+            self.kill9(child, false);
+            self.kill9(holder, false);
         }
         if let Some(pid) = self.daemon_pid() {
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            self.kill9(pid, false);
         }
     }
 }
