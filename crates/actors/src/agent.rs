@@ -34,7 +34,7 @@ const HOLDER_QUEUE: usize = 256;
 /// output is replayed into the terminal model to rebuild the screen.
 pub const REPLAY_BYTES: u64 = 2 * 1024 * 1024;
 /// Actor mailbox capacity (bounded).
-const MAILBOX: usize = 1024;
+const MAILBOX: usize = 64;
 
 /// Newtype for a subscriber of one agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,6 +130,8 @@ pub struct AgentActor {
     connect_waiters: Vec<oneshot::Sender<bool>>,
     /// A resync of lagging subscribers is scheduled.
     resync_pending: bool,
+    /// Started by [`AgentActor::spawn`]: stop the arbiter with the actor.
+    own_arbiter: bool,
 }
 
 /// How often lagging subscribers are retried when no new output arrives.
@@ -151,6 +153,18 @@ fn now_ms() -> u64 {
 }
 
 impl AgentActor {
+    /// Start an agent actor on an arbiter (thread) of its own, so that one
+    /// agent parsing a flood of output never delays another agent's echo.
+    /// The thread ends when the actor stops.
+    pub fn spawn(cfg: AgentConfig, events: Recipient<AgentEvent>) -> Addr<AgentActor> {
+        let arbiter = Arbiter::new();
+        AgentActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            let mut a = AgentActor::new(cfg, events);
+            a.own_arbiter = true;
+            a
+        })
+    }
+
     pub fn new(cfg: AgentConfig, events: Recipient<AgentEvent>) -> Self {
         let now = now_ms();
         AgentActor {
@@ -171,6 +185,7 @@ impl AgentActor {
             queued: Vec::new(),
             replay_until: 0,
             resync_pending: false,
+            own_arbiter: false,
             connect_waiters: Vec::new(),
         }
     }
@@ -534,6 +549,9 @@ impl Actor for AgentActor {
         self.end_subscribers(ServerFrame::Detached {
             reason: DetachReason::AgentGone,
         });
+        if self.own_arbiter {
+            Arbiter::current().stop();
+        }
     }
 }
 

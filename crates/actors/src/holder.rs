@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 
 /// Bytes of recent output kept in memory for fast catch-up.
 const RING_BYTES: usize = 1024 * 1024;
-/// Largest output frame sent to the daemon.
-const MAX_CHUNK: usize = 256 * 1024;
+/// Largest output frame sent to the daemon: small enough that parsing one
+/// never holds an agent's thread for long.
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// What the holder runs. Written by the daemon to `spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

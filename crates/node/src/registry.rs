@@ -177,7 +177,7 @@ impl NodeActor {
         let mut cfg = self.agent_config(def, &record.id.0, &record.name, cols, rows);
         // Only used when recovering: the holder is running already, or gone.
         cfg.adopt = true;
-        let addr = AgentActor::new(cfg, ctx.address().recipient()).start();
+        let addr = AgentActor::spawn(cfg, ctx.address().recipient());
         self.agents.insert(
             record.id.0.clone(),
             AgentEntry {
@@ -538,7 +538,7 @@ impl NodeActor {
             AgentEntry {
                 record: record.clone(),
                 ws_id: placeholder_ws,
-                addr: AgentActor::new(cfg, ctx.address().recipient()).start(),
+                addr: AgentActor::spawn(cfg, ctx.address().recipient()),
             },
         );
         if let Err(e) = self.launch(&record, def, &env, resume_id.is_some(), cols, rows) {

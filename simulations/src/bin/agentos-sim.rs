@@ -3,25 +3,32 @@
 //! ```text
 //! agentos-sim --seeds 5000 [--start N] [--devices N] [--loss P] [--dup P]
 //!             [--ops N] [--max-rounds N] [--no-partitions] [--no-crashes]
-//!             [--reuse-actor] [--drop-all-from D]
+//!             [--reuse-actor] [--drop-all-from D] [--jobs N]
 //! ```
 //!
-//! Prints `FAIL seed=<n>: <reason>` for every failing seed and a one-line
-//! summary; exits with 1 if any seed failed, 2 on a usage error.
+//! Prints `FAIL seed=<n>: <reason>` for every failing seed (in seed order)
+//! and a one-line summary; exits with 1 if any seed failed, 2 on a usage
+//! error. Seeds are independent, so they run on `--jobs` worker threads
+//! (default: the available parallelism); each run itself is single
+//! threaded and deterministic, so results do not depend on `--jobs`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use agentos_simulations::{SimConfig, SimReport, run};
 
 const USAGE: &str = "usage: agentos-sim [--seeds N] [--start N] [--devices N] [--loss P] [--dup P] \
-[--ops N] [--max-rounds N] [--no-partitions] [--no-crashes] [--reuse-actor] [--drop-all-from D]";
+[--ops N] [--max-rounds N] [--no-partitions] [--no-crashes] [--reuse-actor] [--drop-all-from D] \
+[--jobs N]";
 
 #[derive(Debug)]
 struct Args {
     seeds: u64,
     start: u64,
+    jobs: usize,
     cfg: SimConfig,
 }
 
@@ -29,6 +36,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
     let mut args = Args {
         seeds: 100,
         start: 0,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cfg: SimConfig::default(),
     };
     while let Some(arg) = it.next() {
@@ -50,6 +58,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
             "-h" | "--help" => return Ok(None),
             "--seeds" => args.seeds = num("--seeds", value("--seeds")?)?,
             "--start" => args.start = num("--start", value("--start")?)?,
+            "--jobs" => args.jobs = num::<usize>("--jobs", value("--jobs")?)?.max(1),
             "--devices" => args.cfg.devices = num("--devices", value("--devices")?)?,
             "--loss" => args.cfg.loss_pct = num("--loss", value("--loss")?)?,
             "--dup" => args.cfg.dup_pct = num("--dup", value("--dup")?)?,
@@ -90,15 +99,17 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
 
     let started = Instant::now();
+    let end = args.start.saturating_add(args.seeds);
+    let outcomes = run_all(&args, end);
+
     let mut failed = 0u64;
     let mut total = SimReport::default();
     let mut max_rounds = 0;
     // Highest share of the message budget used by a passing seed.
     let mut peak_budget = 0.0f64;
-    let end = args.start.saturating_add(args.seeds);
-    for seed in args.start..end {
-        match catch_unwind(AssertUnwindSafe(|| run(seed, &args.cfg))) {
-            Ok(Ok(r)) => {
+    for (seed, outcome) in outcomes {
+        match outcome {
+            Ok(r) => {
                 total.ops += r.ops;
                 total.changes += r.changes;
                 total.messages += r.messages;
@@ -111,13 +122,9 @@ fn main() -> ExitCode {
                 let bound = args.cfg.message_bound(r.rounds as usize).max(1);
                 peak_budget = peak_budget.max(r.messages as f64 / bound as f64);
             }
-            Ok(Err(e)) => {
+            Err(reason) => {
                 failed += 1;
-                println!("FAIL seed={seed}: {e}");
-            }
-            Err(p) => {
-                failed += 1;
-                println!("FAIL seed={seed}: panic: {}", panic_message(p.as_ref()));
+                println!("FAIL seed={seed}: {reason}");
             }
         }
     }
@@ -152,6 +159,34 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Run seeds `args.start..end` on `args.jobs` threads; results in seed order.
+fn run_all(args: &Args, end: u64) -> Vec<(u64, Result<SimReport, String>)> {
+    let next = AtomicU64::new(args.start);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.min(args.seeds.max(1) as usize) {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        break;
+                    }
+                    let outcome = match catch_unwind(AssertUnwindSafe(|| run(seed, &args.cfg))) {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(p) => Err(format!("panic: {}", panic_message(p.as_ref()))),
+                    };
+                    if let Ok(mut v) = results.lock() {
+                        v.push((seed, outcome));
+                    }
+                }
+            });
+        }
+    });
+    let mut v = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    v.sort_by_key(|(seed, _)| *seed);
+    v
 }
 
 fn on_off(b: bool) -> &'static str {
