@@ -249,6 +249,7 @@ impl Device {
             pid: Some(1000 + rng.below(1000) as u32),
             resume_id: None,
             removed_at_ms: None,
+            worktree: None,
             state: StateTransition::initial(now_ms),
             transitions: Vec::new(),
         };

@@ -55,8 +55,9 @@ enum Cmd {
         /// Start the agents of a preset, named <name>-<agent>.
         #[arg(long, conflicts_with = "agent")]
         preset: Option<String>,
-        #[arg(long, value_enum, default_value = "none")]
-        isolation: IsolationArg,
+        /// none | worktree (default inside a git repository) | devcontainer | docker.
+        #[arg(long, value_enum)]
+        isolation: Option<IsolationArg>,
         /// Working directory (default: the current one).
         #[arg(long)]
         cwd: Option<PathBuf>,
@@ -129,6 +130,24 @@ enum Cmd {
     },
     /// Restart agents whose holders are gone (after a reboot), resuming each conversation.
     Restore,
+    /// Show an agent's changes against the commit its worktree started from.
+    Diff {
+        name: String,
+        #[arg(long)]
+        stat: bool,
+    },
+    /// Merge an agent's branch into the branch it started from (refuses on conflicts).
+    Merge {
+        name: String,
+        #[arg(long, conflicts_with = "rebase")]
+        squash: bool,
+        #[arg(long)]
+        rebase: bool,
+    },
+    /// Warn when two agents have touched the same files.
+    Overlaps,
+    /// Find worktrees that no agent uses and the disk space they take.
+    Gc,
     /// Save and restore named sets of agents.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -219,6 +238,9 @@ enum ConfigCmd {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum IsolationArg {
     None,
+    Worktree,
+    Devcontainer,
+    Docker,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -357,11 +379,13 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
         }
         Cmd::Destroy { name, force } => {
             let mut c = ctx.client()?;
-            c.request(Request::Destroy {
+            match c.request(Request::Destroy {
                 name: name.clone(),
                 force,
-            })?;
-            ctx.say(format!("destroyed {name}"));
+            })? {
+                Response::Text { text } => ctx.say(text),
+                _ => ctx.say(format!("destroyed {name}")),
+            }
             Ok(0)
         }
         Cmd::Restart { name } => {
@@ -496,6 +520,45 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
             report_restored(ctx, &agents);
             Ok(0)
         }
+        Cmd::Diff { name, stat } => {
+            let mut c = ctx.client()?;
+            if let Response::Text { text } = c.request(Request::Diff { name, stat })? {
+                print!("{text}");
+            }
+            Ok(0)
+        }
+        Cmd::Merge {
+            name,
+            squash,
+            rebase,
+        } => {
+            let mode = if squash {
+                agentos_proto::MergeMode::Squash
+            } else if rebase {
+                agentos_proto::MergeMode::Rebase
+            } else {
+                agentos_proto::MergeMode::Merge
+            };
+            let mut c = ctx.client()?;
+            if let Response::Text { text } = c.request(Request::Merge { name, mode })? {
+                ctx.say(text);
+            }
+            Ok(0)
+        }
+        Cmd::Overlaps => {
+            let mut c = ctx.client()?;
+            if let Response::Text { text } = c.request(Request::Overlaps)? {
+                print!("{text}");
+            }
+            Ok(0)
+        }
+        Cmd::Gc => {
+            let mut c = ctx.client()?;
+            if let Response::Text { text } = c.request(Request::Gc)? {
+                print!("{text}");
+            }
+            Ok(0)
+        }
         Cmd::Session(s) => session_cmd(ctx, s),
         Cmd::Agents(a) => agents_cmd(ctx, a),
         Cmd::Config(c) => config_cmd(ctx, c),
@@ -568,7 +631,7 @@ fn create(
     name: String,
     agent: Option<String>,
     preset: Option<String>,
-    isolation: IsolationArg,
+    isolation: Option<IsolationArg>,
     cwd: Option<PathBuf>,
     detach: bool,
     command: Vec<String>,
@@ -579,7 +642,11 @@ fn create(
     };
     let cwd = std::path::absolute(&cwd).unwrap_or(cwd);
     let isolation = match isolation {
-        IsolationArg::None => Isolation::None,
+        None => Isolation::Auto,
+        Some(IsolationArg::None) => Isolation::None,
+        Some(IsolationArg::Worktree) => Isolation::Worktree,
+        Some(IsolationArg::Devcontainer) => Isolation::Devcontainer,
+        Some(IsolationArg::Docker) => Isolation::Docker,
     };
     let (cols, rows) = if std::io::stdout().is_terminal() {
         crossterm::terminal::size().unwrap_or((0, 0))

@@ -973,3 +973,196 @@ fn help_version_completions_and_man() {
     let q = n.ok(&["-q", "create", "qq", "--detach", "--", "sleep", "600"]);
     assert!(q.stdout.is_empty());
 }
+
+// ------------------------------------------------------------ worktrees ----
+
+#[test]
+fn agents_in_a_repository_get_their_own_worktree() {
+    let n = Node::new();
+    let root = n.work.join("repo");
+    let repo = git_repo(&root);
+    let base = repo
+        .head()
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .id()
+        .to_string();
+    let o = n.ok_in(
+        &root.join("src"),
+        &["create", "w1", "--agent", "claude", "--detach"],
+    );
+    assert!(o.stdout.contains("created w1"), "{o:?}");
+    let a = n.agent("w1");
+    let wt = root.canonicalize().unwrap().join(".shards/claude-w1");
+    assert_eq!(a["worktree"], wt.display().to_string());
+    assert_eq!(a["branch"], "agentos/w1");
+    assert_eq!(
+        a["cwd"],
+        wt.join("src").display().to_string(),
+        "same subdirectory as the user"
+    );
+    assert!(wt.join("a.txt").exists());
+    let exclude = std::fs::read_to_string(root.join(".git/info/exclude")).unwrap();
+    assert!(exclude.contains("/.shards/"));
+    assert!(!root.join(".gitignore").exists());
+    let br = repo
+        .find_branch("agentos/w1", git2::BranchType::Local)
+        .unwrap();
+    assert_eq!(br.get().peel_to_commit().unwrap().id().to_string(), base);
+    // --isolation none runs in place.
+    n.ok_in(
+        &root,
+        &[
+            "create",
+            "plain",
+            "--isolation",
+            "none",
+            "--detach",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(n.agent("plain")["worktree"].is_null());
+    // Not available yet: a clear error, never a silent downgrade.
+    let o = n.run_in(
+        &root,
+        &[
+            "create",
+            "dk",
+            "--isolation",
+            "docker",
+            "--detach",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(o.code, 28, "{o:?}");
+    assert!(
+        o.stderr.contains("E018") && o.stderr.contains("--isolation none"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn destroy_never_loses_work_and_merge_brings_it_home() {
+    let n = Node::new();
+    let root = n.work.join("repo");
+    let repo = git_repo(&root);
+    let base_branch = repo.head().unwrap().shorthand().unwrap().to_string();
+    n.ok_in(
+        &root,
+        &["create", "m1", "--detach", "--", "bash", "--norc", "-i"],
+    );
+    let wt = std::path::PathBuf::from(n.agent("m1")["worktree"].as_str().unwrap());
+    n.ok(&[
+        "send",
+        "m1",
+        "echo changed > a.txt && echo new > b.txt && echo WRO$((0))TE",
+        "--enter",
+    ]);
+    n.wait_log("m1", "WRO0TE");
+    let st = n.ok(&["diff", "m1", "--stat"]).stdout;
+    assert!(
+        st.contains("a.txt") && st.contains("b.txt") && st.contains("2 files changed"),
+        "{st}"
+    );
+    let d = n.ok(&["diff", "m1"]).stdout;
+    assert!(d.contains("-one") && d.contains("+changed"), "{d}");
+    // Dirty work: destroy refuses.
+    let o = n.run(&["destroy", "m1"]);
+    assert_eq!(o.code, 29, "{o:?}");
+    assert!(
+        o.stderr.contains("E019") && o.stderr.contains("uncommitted"),
+        "{o:?}"
+    );
+    assert!(wt.exists());
+    // Merge refuses uncommitted work too.
+    let o = n.run(&["merge", "m1"]);
+    assert_eq!(o.code, 29, "{o:?}");
+    // The agent commits; merge brings it to the base branch.
+    n.ok(&["send", "m1", "git add -A && git -c user.name=a -c user.email=a@b commit -qm work && echo COMMIT$((0))TED", "--enter"]);
+    n.wait_log("m1", "COMMIT0TED");
+    let o = n.ok(&["merge", "m1"]);
+    assert!(
+        o.stdout
+            .contains(&format!("merged agentos/m1 into {base_branch}")),
+        "{o:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("b.txt")).unwrap(),
+        "new\n"
+    );
+    // Merged and clean: destroy removes the worktree and the branch.
+    let o = n.ok(&["destroy", "m1"]);
+    assert!(o.stdout.contains("removed"), "{o:?}");
+    assert!(!wt.exists());
+    assert!(
+        repo.find_branch("agentos/m1", git2::BranchType::Local)
+            .is_err()
+    );
+
+    // --force saves dirty work to refs/agentos/snapshots first.
+    n.ok_in(
+        &root,
+        &["create", "f1", "--detach", "--", "bash", "--norc", "-i"],
+    );
+    let wt = std::path::PathBuf::from(n.agent("f1")["worktree"].as_str().unwrap());
+    n.ok(&[
+        "send",
+        "f1",
+        "echo precious > keep.txt && echo DO$((0))NE",
+        "--enter",
+    ]);
+    n.wait_log("f1", "DO0NE");
+    let o = n.ok(&["destroy", "f1", "--force"]);
+    assert!(o.stdout.contains("refs/agentos/snapshots/f1/"), "{o:?}");
+    assert!(!wt.exists());
+    let r = o
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("refs/agentos/snapshots/f1/"))
+        .unwrap();
+    let tree = repo.revparse_single(r).unwrap().peel_to_tree().unwrap();
+    let blob = tree
+        .get_path(std::path::Path::new("keep.txt"))
+        .unwrap()
+        .to_object(&repo)
+        .unwrap();
+    assert_eq!(blob.as_blob().unwrap().content(), b"precious\n");
+    assert!(
+        root.join("a.txt").exists(),
+        "nothing outside .shards was touched"
+    );
+}
+
+#[test]
+fn merge_conflicts_are_refused_and_overlaps_are_reported() {
+    let n = Node::new();
+    let root = n.work.join("repo");
+    git_repo(&root);
+    for a in ["c1", "c2"] {
+        n.ok_in(
+            &root,
+            &["create", a, "--detach", "--", "bash", "--norc", "-i"],
+        );
+        n.ok(&["send", a, &format!("echo {a} > a.txt && git add -A && git -c user.name=a -c user.email=a@b commit -qm {a} && echo OK-$((0))-{a}"), "--enter"]);
+        n.wait_log(a, &format!("OK-0-{a}"));
+    }
+    let o = n.ok(&["overlaps"]).stdout;
+    assert!(o.contains("c1 and c2 both touched 1 file(s): a.txt"), "{o}");
+    n.ok(&["merge", "c1", "--squash"]);
+    let o = n.run(&["merge", "c2"]);
+    assert_eq!(o.code, 30, "{o:?}");
+    assert!(
+        o.stderr.contains("E020") && o.stderr.contains("conflicts in: a.txt"),
+        "{o:?}"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("a.txt")).unwrap(), "c1\n");
+    // A leftover directory nobody uses is an orphan.
+    std::fs::create_dir_all(root.join(".shards/stray")).unwrap();
+    std::fs::write(root.join(".shards/stray/big.bin"), vec![0u8; 300_000]).unwrap();
+    let o = n.ok(&["gc"]).stdout;
+    assert!(o.contains("stray") && o.contains("0.3 MB"), "{o}");
+}

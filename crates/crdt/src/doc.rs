@@ -204,6 +204,8 @@ impl WorkspaceDoc {
             pid: get_u64(doc, &obj, PID).and_then(|p| u32::try_from(p).ok()),
             resume_id: get_str(doc, &obj, RESUME_ID),
             removed_at_ms: get_u64(doc, &obj, REMOVED_AT_MS),
+            worktree: get_str_map(doc, &obj, WORKTREE)
+                .and_then(|pairs| crate::model::WorktreeRecord::from_pairs(&pairs)),
             state,
             transitions,
         })
@@ -238,6 +240,12 @@ impl WorkspaceDoc {
             put_scalar(doc, &obj, WORKSPACE, rec.workspace.as_str())?;
             put_scalar(doc, &obj, HOST_DEVICE, rec.host_device.as_str())?;
             put_str_map(doc, &obj, ENV, &rec.env)?;
+            let wt = rec
+                .worktree
+                .as_ref()
+                .map(|w| w.to_pairs())
+                .unwrap_or_default();
+            put_str_map(doc, &obj, WORKTREE, &wt)?;
             put_scalar(doc, &obj, CREATED_AT_MS, rec.created_at_ms)?;
             if created {
                 put_opt(doc, &obj, PID, rec.pid)?;

@@ -39,7 +39,7 @@ pub use doc::{SCHEMA_VERSION, WorkspaceDoc};
 pub use error::CrdtError;
 pub use model::{
     ActorId, AgentId, AgentRecord, AgentState, SavedAgent, SessionRecord, StateRecord,
-    StateTransition,
+    StateTransition, WorktreeRecord,
 };
 
 /// Re-export of the hash type used by [`WorkspaceDoc::heads`] and

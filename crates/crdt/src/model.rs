@@ -153,6 +153,9 @@ pub struct AgentRecord {
     pub resume_id: Option<String>,
     /// Tombstone: when the agent was removed. Agents are never deleted.
     pub removed_at_ms: Option<u64>,
+    /// The git worktree the agent works in, when it has one.
+    #[serde(default)]
+    pub worktree: Option<WorktreeRecord>,
     /// Derived on read: the latest transition (or [`StateTransition::initial`]
     /// at `created_at_ms`). Ignored by [`crate::WorkspaceDoc::upsert_agent`].
     pub state: StateRecord,
@@ -165,6 +168,50 @@ impl AgentRecord {
     /// Whether the agent has been tombstoned.
     pub fn is_removed(&self) -> bool {
         self.removed_at_ms.is_some()
+    }
+}
+
+/// An agent's git worktree: where it is, its branch, and what it started from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorktreeRecord {
+    /// The repository's main work tree.
+    pub repo_root: String,
+    pub path: String,
+    pub branch: String,
+    /// The commit the worktree was created from (diffs are against it).
+    pub base_sha: String,
+    /// The branch checked out at creation: where `merge` goes.
+    pub base_branch: Option<String>,
+}
+
+impl WorktreeRecord {
+    pub(crate) fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("repo_root".to_string(), self.repo_root.clone()),
+            ("path".to_string(), self.path.clone()),
+            ("branch".to_string(), self.branch.clone()),
+            ("base_sha".to_string(), self.base_sha.clone()),
+        ];
+        if let Some(b) = &self.base_branch {
+            v.push(("base_branch".to_string(), b.clone()));
+        }
+        v
+    }
+
+    pub(crate) fn from_pairs(pairs: &[(String, String)]) -> Option<Self> {
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        Some(WorktreeRecord {
+            repo_root: get("repo_root")?,
+            path: get("path")?,
+            branch: get("branch")?,
+            base_sha: get("base_sha")?,
+            base_branch: get("base_branch"),
+        })
     }
 }
 

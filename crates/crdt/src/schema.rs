@@ -23,6 +23,7 @@ pub(crate) const PID: &str = "pid";
 pub(crate) const RESUME_ID: &str = "resume_id";
 pub(crate) const REMOVED_AT_MS: &str = "removed_at_ms";
 pub(crate) const TRANSITIONS: &str = "transitions";
+pub(crate) const WORKTREE: &str = "worktree";
 
 pub(crate) const STATE: &str = "state";
 pub(crate) const KIND: &str = "kind";

@@ -23,6 +23,7 @@ fn rec(id: &str, name: &str, created: u64) -> AgentRecord {
         pid: Some(4242),
         resume_id: Some("r-1".to_owned()),
         removed_at_ms: None,
+        worktree: None,
         state: StateTransition::initial(created),
         transitions: Vec::new(),
     }

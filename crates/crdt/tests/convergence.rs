@@ -148,6 +148,7 @@ fn agent_record(
         pid,
         resume_id: None,
         removed_at_ms: None,
+        worktree: None,
         state: StateTransition::initial(created),
         transitions: Vec::new(),
     }

@@ -13,6 +13,26 @@ pub struct Config {
     pub daemon: Daemon,
     /// A project's own `[workspace]` table (id shared by all clones).
     pub workspace: Workspace,
+    pub isolation: IsolationConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IsolationConfig {
+    /// `auto` (a worktree inside a git repository, else none), `none` or `worktree`.
+    pub default: String,
+    /// Where worktrees go, relative to the repository's main work tree;
+    /// `{agent}` and `{name}` are replaced.
+    pub worktree_path: String,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        IsolationConfig {
+            default: "auto".into(),
+            worktree_path: crate::worktree::DEFAULT_TEMPLATE.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

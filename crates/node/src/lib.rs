@@ -11,5 +11,6 @@ pub mod paths;
 pub mod registry;
 pub mod store;
 pub mod workspace;
+pub mod worktree;
 
 pub use agentos_proto as proto;

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::{info, warn};
 
+mod git_ops;
+
 /// Seconds a polite stop (SIGTERM) gets before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -44,6 +46,8 @@ pub struct NodeActor {
     notices: Vec<String>,
     /// This device's id (Syncthing-style); recorded as each agent's host.
     device: String,
+    /// Repositories that have (or had) agent worktrees, for `gc`.
+    known_repo_roots: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -103,7 +107,16 @@ impl NodeActor {
         mut notices: Vec<String>,
         device: String,
     ) -> Self {
-        let actor_id = ActorId(store.actor_id().unwrap_or([1; 16]));
+        // A fresh Automerge actor per daemon start: changes written just
+        // before a crash may be lost locally (state transitions are not
+        // flushed one by one), and reusing the actor afterwards would reuse
+        // their sequence numbers, which replicas that saw them reject. The
+        // install id stays in the store; see ARCHITECTURE.md.
+        let _install = store.actor_id();
+        let mut a = [0u8; 16];
+        let _ = getrandom::fill(&mut a);
+        a[0] |= 1;
+        let actor_id = ActorId(a);
         NodeActor {
             home,
             exe,
@@ -115,6 +128,7 @@ impl NodeActor {
             started_at_ms: now_ms(),
             notices: std::mem::take(&mut notices),
             device,
+            known_repo_roots: Default::default(),
         }
     }
 
@@ -199,6 +213,9 @@ impl NodeActor {
             let (tmp, _) = DocActor::load(&ws_id, self.store.clone(), self.actor_id);
             for rec in tmp.agents() {
                 known.insert(rec.id.0.clone(), ws_id.clone());
+                if let Some(w) = &rec.worktree {
+                    self.known_repo_roots.insert(w.repo_root.clone());
+                }
                 if rec.is_removed() {
                     continue;
                 }
@@ -239,6 +256,7 @@ impl NodeActor {
                 pid: None,
                 resume_id: None,
                 removed_at_ms: None,
+                worktree: None,
                 state: StateTransition::initial(spec.created_at_ms),
                 transitions: vec![],
             };
@@ -404,6 +422,8 @@ impl NodeActor {
             command: r.command.clone(),
             resume_id: r.resume_id.clone(),
             host_device: r.host_device.clone(),
+            worktree: r.worktree.as_ref().map(|w| w.path.clone()),
+            branch: r.worktree.as_ref().map(|w| w.branch.clone()),
             live: r.removed_at_ms.is_none(),
         }
     }
@@ -491,6 +511,15 @@ impl NodeActor {
             }
             return Err(e);
         }
+        let agent_type_name = def
+            .map(|d| d.name.clone())
+            .unwrap_or_else(|| "command".into());
+        let worktree_template = cfg.isolation.worktree_path.clone();
+        let (worktree, cwd) =
+            self.prepare_isolation(spec.isolation, &cwd, &agent_type_name, &spec.name, &cfg)?;
+        if let Some(w) = &worktree {
+            self.known_repo_roots.insert(w.repo_root.clone());
+        }
         let ws = workspace::resolve(&cwd);
         let id = loop {
             let id = random_id();
@@ -502,9 +531,7 @@ impl NodeActor {
         let record = AgentRecord {
             id: AgentId(id.clone()),
             name: spec.name.clone(),
-            agent_type: def
-                .map(|d| d.name.clone())
-                .unwrap_or_else(|| "command".into()),
+            agent_type: agent_type_name,
             command,
             cwd: cwd.canonicalize().unwrap_or(cwd).display().to_string(),
             workspace: ws.path.display().to_string(),
@@ -514,6 +541,7 @@ impl NodeActor {
             pid: None,
             resume_id: resume_id.clone(),
             removed_at_ms: None,
+            worktree: worktree.clone(),
             state: StateTransition::initial(now),
             transitions: vec![],
         };
@@ -546,6 +574,10 @@ impl NodeActor {
                 entry.addr.do_send(agent_msgs::Shutdown {
                     reason: DetachReason::AgentGone,
                 });
+            }
+            if let Some(w) = &worktree {
+                // Fresh and empty: nothing to save.
+                let _ = git_ops::teardown(&spec.name, w, &worktree_template);
             }
             return Err(e);
         }
@@ -755,6 +787,10 @@ impl Handler<ClientRequest> for NodeActor {
         let ready =
             |r: Response| -> ResponseActFuture<Self, Response> { Box::pin(actix::fut::ready(r)) };
         match msg.req {
+            req @ (Request::Diff { .. }
+            | Request::Merge { .. }
+            | Request::Overlaps
+            | Request::Gc) => self.git_request(req),
             Request::Ping => ready(Response::Pong {
                 pid: std::process::id(),
             }),
@@ -927,38 +963,63 @@ impl Handler<ClientRequest> for NodeActor {
                 Ok(e) => {
                     let addr = e.addr.clone();
                     let id = e.record.id.0.clone();
+                    let worktree = e.record.worktree.clone();
+                    if let Some(w) = &worktree
+                        && !force
+                        && let Err(e) = git_ops::check_destroy(&name, w)
+                    {
+                        return ready(error_response(e));
+                    }
+                    let template = self.config.isolation.worktree_path.clone();
                     Box::pin(
                         async move { stop_agent(&addr, force).await }
                             .into_actor(self)
                             .then(move |_, act, _| {
+                                // Save any work (even what the agent wrote while stopping), then remove.
+                                let mut note = format!("destroyed {name}");
+                                if let Some(w) = &worktree {
+                                    match git_ops::teardown(&name, w, &template) {
+                                        Ok(Some(r)) => {
+                                            note.push_str(&format!("; its work is saved in {r}"))
+                                        }
+                                        Ok(None) => note.push_str(&format!("; removed {}", w.path)),
+                                        Err(e) => {
+                                            let fut: std::pin::Pin<
+                                                Box<dyn Future<Output = Response>>,
+                                            > = Box::pin(async move { error_response(e) });
+                                            return fut.into_actor(act);
+                                        }
+                                    }
+                                }
                                 let doc = act.ws_doc_of(&id);
                                 let entry = act.agents.remove(&id);
                                 let dir = act.home.agent_dir(&id);
                                 let _ = std::fs::write(dir.join("removed"), b"");
-                                async move {
-                                    if let Some(doc) = doc {
-                                        let _ = doc
-                                            .send(Apply {
-                                                op: DocOp::Removed {
-                                                    agent: AgentId(id.clone()),
-                                                    at_ms: now_ms(),
-                                                },
-                                                durable: true,
-                                            })
-                                            .await;
-                                    }
-                                    if let Some(e) = entry {
-                                        let _ = e
-                                            .addr
-                                            .send(agent_msgs::Shutdown {
-                                                reason: DetachReason::AgentGone,
-                                            })
-                                            .await;
-                                        info!(agent = %e.record.name, "agent destroyed");
-                                    }
-                                    Response::Ok
-                                }
-                                .into_actor(act)
+                                let fut: std::pin::Pin<Box<dyn Future<Output = Response>>> =
+                                    Box::pin(async move {
+                                        if let Some(doc) = doc {
+                                            let _ = doc
+                                                .send(Apply {
+                                                    op: DocOp::Removed {
+                                                        agent: AgentId(id.clone()),
+                                                        at_ms: now_ms(),
+                                                    },
+                                                    durable: true,
+                                                })
+                                                .await;
+                                        }
+                                        if let Some(e) = entry {
+                                            let _ = e
+                                                .addr
+                                                .send(agent_msgs::Shutdown {
+                                                    reason: DetachReason::AgentGone,
+                                                })
+                                                .await;
+                                            info!(agent = %e.record.name, "agent destroyed");
+                                        }
+                                        Response::Text { text: note }
+                                    });
+                                fut.into_actor(act)
                             }),
                     )
                 }
@@ -1367,6 +1428,8 @@ impl NodeActor {
             command: r.command.clone(),
             resume_id: r.resume_id.clone(),
             host_device: r.host_device.clone(),
+            worktree: r.worktree.as_ref().map(|w| w.path.clone()),
+            branch: r.worktree.as_ref().map(|w| w.branch.clone()),
             live: r.removed_at_ms.is_none(),
         }
     }

@@ -44,6 +44,10 @@ pub enum ErrorCode {
     Internal,
     /// E018: the requested isolation level is not available.
     IsolationUnavailable,
+    /// E019: the agent's worktree holds work that is not merged or committed.
+    UnmergedWork,
+    /// E020: a git operation (worktree, diff, merge) failed or was refused.
+    Git,
 }
 
 impl ErrorCode {
@@ -68,6 +72,8 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => "E016",
             ErrorCode::Internal => "E017",
             ErrorCode::IsolationUnavailable => "E018",
+            ErrorCode::UnmergedWork => "E019",
+            ErrorCode::Git => "E020",
         }
     }
 
@@ -131,6 +137,12 @@ impl ErrorCode {
                 "this is a bug: please report it with `agentos daemon logs` attached"
             }
             ErrorCode::IsolationUnavailable => "use `--isolation none` explicitly",
+            ErrorCode::UnmergedWork => {
+                "merge it with `agentos merge <name>`, or `--force` (the work is saved under refs/agentos/snapshots/ first)"
+            }
+            ErrorCode::Git => {
+                "see the message above; `agentos diff <name>` shows the agent's changes"
+            }
         }
     }
 }
@@ -196,6 +208,8 @@ mod tests {
             ErrorCode::SessionNotFound,
             ErrorCode::Internal,
             ErrorCode::IsolationUnavailable,
+            ErrorCode::UnmergedWork,
+            ErrorCode::Git,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort();

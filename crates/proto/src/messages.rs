@@ -16,7 +16,20 @@ pub enum WaitTarget {
 /// Isolation level requested at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Isolation {
+    /// The configured default: a worktree inside a git repository, else none.
+    Auto,
     None,
+    Worktree,
+    Devcontainer,
+    Docker,
+}
+
+/// How `agentos merge` combines an agent's branch into its base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MergeMode {
+    Merge,
+    Squash,
+    Rebase,
 }
 
 /// Everything the daemon needs to create one agent.
@@ -61,6 +74,9 @@ pub struct AgentInfo {
     pub resume_id: Option<String>,
     /// The device the agent runs on.
     pub host_device: String,
+    /// The agent's git worktree and branch, when it has one.
+    pub worktree: Option<String>,
+    pub branch: Option<String>,
     /// False once the agent has been destroyed (shown by `list --all`).
     pub live: bool,
 }
@@ -168,6 +184,16 @@ pub enum Request {
         env: Vec<EnvVar>,
     },
     SessionList,
+    Diff {
+        name: String,
+        stat: bool,
+    },
+    Merge {
+        name: String,
+        mode: MergeMode,
+    },
+    Overlaps,
+    Gc,
 }
 
 /// Daemon → client replies to a [`Request`].

@@ -110,6 +110,23 @@ impl Node {
         c
     }
 
+    /// Run in another directory.
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Out {
+        self.command(args).current_dir(dir).output().unwrap().into()
+    }
+
+    pub fn ok_in(&self, dir: &Path, args: &[&str]) -> Out {
+        let o = self.run_in(dir, args);
+        if o.code != 0 {
+            panic!(
+                "agentos {args:?} in {} failed: {o:?}\n--- daemon log tail\n{}",
+                dir.display(),
+                self.daemon_log_tail()
+            );
+        }
+        o
+    }
+
     pub fn run(&self, args: &[&str]) -> Out {
         self.command(args).output().unwrap().into()
     }
@@ -216,6 +233,39 @@ impl Node {
         }
         Pty::spawn(cmd, cols, rows)
     }
+}
+
+/// A git repository with one commit (a.txt, src/lib.rs) under `dir`.
+pub fn git_repo(dir: &Path) -> git2::Repository {
+    let repo = git2::Repository::init(dir).unwrap();
+    {
+        let mut cfg = repo.config().unwrap();
+        cfg.set_str("user.name", "tester").unwrap();
+        cfg.set_str("user.email", "tester@example.invalid").unwrap();
+    }
+    std::fs::write(dir.join("a.txt"), "one\n").unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), "fn x() {}\n").unwrap();
+    git_commit_all(&repo, "init");
+    repo
+}
+
+pub fn git_commit_all(repo: &git2::Repository, msg: &str) {
+    let mut idx = repo.index().unwrap();
+    idx.add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    idx.write().unwrap();
+    let tree = repo.find_tree(idx.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("tester", "tester@example.invalid").unwrap();
+    let parents: Vec<git2::Commit> = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .into_iter()
+        .collect();
+    let refs: Vec<&git2::Commit> = parents.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, msg, &tree, &refs)
+        .unwrap();
 }
 
 pub fn alive(pid: i32) -> bool {
