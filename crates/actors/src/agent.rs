@@ -708,15 +708,24 @@ impl Handler<HolderLost> for AgentActor {
 
 /// Attach a client: it receives a snapshot, then every later byte.
 #[derive(Message)]
-#[rtype(result = "Result<SubscriberId, ErrorInfo>")]
+#[rtype(result = "Result<Attached, ErrorInfo>")]
 pub struct Attach {
     pub cols: u16,
     pub rows: u16,
     pub tx: mpsc::Sender<ServerFrame>,
 }
 
+/// What an attached client gets besides its stream: a direct line to the
+/// holder for keystrokes (the echo path skips the actor hops), valid for
+/// this holder connection only.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub sub: SubscriberId,
+    pub input: Option<mpsc::Sender<HolderCmd>>,
+}
+
 impl Handler<Attach> for AgentActor {
-    type Result = Result<SubscriberId, ErrorInfo>;
+    type Result = Result<Attached, ErrorInfo>;
     fn handle(&mut self, msg: Attach, _: &mut Context<Self>) -> Self::Result {
         let id = SubscriberId(self.next_sub);
         self.next_sub += 1;
@@ -742,7 +751,10 @@ impl Handler<Attach> for AgentActor {
             let _ = msg.tx.try_send(ServerFrame::Exited {
                 state: self.engine.current().0.clone(),
             });
-            return Ok(id);
+            return Ok(Attached {
+                sub: id,
+                input: None,
+            });
         }
         self.subs.push(Subscriber {
             id,
@@ -751,7 +763,10 @@ impl Handler<Attach> for AgentActor {
             lagging: false,
         });
         self.driver = Some(id);
-        Ok(id)
+        Ok(Attached {
+            sub: id,
+            input: self.holder.clone(),
+        })
     }
 }
 
@@ -810,6 +825,18 @@ impl Handler<Input> for AgentActor {
         self.send_holder(HolderCmd::Input { data: msg.data })?;
         self.engine.on_input(now_ms());
         Ok(())
+    }
+}
+
+/// Keystrokes went straight to the holder: only the state engine needs to know.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InputSeen;
+
+impl Handler<InputSeen> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, _: InputSeen, _: &mut Context<Self>) {
+        self.engine.on_input(now_ms());
     }
 }
 

@@ -8,8 +8,9 @@ use crate::registry::{ClientRequest, Lookup, NodeActor};
 use actix::prelude::*;
 use agentos_actors::agent::{self as agent_msgs, AgentActor, SUBSCRIBER_QUEUE, SubscriberId};
 use agentos_proto::{
-    CLIENT_MAGIC, ClientFrame, ErrorCode, ErrorInfo, PROTOCOL_VERSION, Request, Response,
-    ServerFrame, WireError, check_hello, hello_bytes, read_frame_async, write_frame_async,
+    CLIENT_MAGIC, ClientFrame, ErrorCode, ErrorInfo, HolderCmd, PROTOCOL_VERSION, Request,
+    Response, ServerFrame, WireError, check_hello, hello_bytes, read_frame_async,
+    write_frame_async,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -61,15 +62,29 @@ async fn connection(
         }
         let _ = wr.shutdown().await;
     });
+    let fast: FastInput = Default::default();
     let client = ClientActor {
         id,
         node,
         tx: tx.clone(),
         attached: None,
+        fast: fast.clone(),
     }
     .start();
     let result = loop {
         match read_frame_async::<ClientFrame, _>(&mut rd).await {
+            Ok(ClientFrame::Input { data })
+                if fast.lock().map(|f| f.is_some()).unwrap_or(false) =>
+            {
+                // Keystrokes of an attached client go straight to the holder.
+                let route = fast.lock().ok().and_then(|f| f.clone());
+                if let Some((holder, agent)) = route {
+                    if holder.send(HolderCmd::Input { data }).await.is_err() {
+                        continue;
+                    }
+                    let _ = agent.try_send(agent_msgs::InputSeen);
+                }
+            }
             Ok(frame) => {
                 if client.send(Incoming { frame }).await.is_err() {
                     break Ok(());
@@ -94,11 +109,25 @@ async fn connection(
     result
 }
 
+/// The direct keystroke route of an attached client: the holder's command
+/// queue and the agent to notify.
+type FastInput =
+    std::sync::Arc<std::sync::Mutex<Option<(mpsc::Sender<HolderCmd>, Addr<AgentActor>)>>>;
+
 pub struct ClientActor {
     id: u64,
     node: Addr<NodeActor>,
     tx: mpsc::Sender<ServerFrame>,
     attached: Option<(Addr<AgentActor>, SubscriberId)>,
+    fast: FastInput,
+}
+
+impl ClientActor {
+    fn clear_fast(&self) {
+        if let Ok(mut f) = self.fast.lock() {
+            *f = None;
+        }
+    }
 }
 
 impl Actor for ClientActor {
@@ -121,6 +150,7 @@ struct Disconnected;
 impl Handler<Disconnected> for ClientActor {
     type Result = ();
     fn handle(&mut self, _: Disconnected, ctx: &mut Context<Self>) {
+        self.clear_fast();
         if let Some((agent, sub)) = self.attached.take() {
             let _ = agent.try_send(agent_msgs::Detach { sub: Some(sub) });
         }
@@ -151,17 +181,23 @@ impl Handler<Incoming> for ClientActor {
                             .send(Lookup { name })
                             .await
                             .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))??;
-                        let sub = agent
+                        let attached = agent
                             .send(agent_msgs::Attach { cols, rows, tx })
                             .await
-                            .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))??;
-                        Ok::<_, ErrorInfo>((agent, sub))
+                            .map_err(|e| {
+                            ErrorInfo::new(ErrorCode::Internal, e.to_string())
+                        })??;
+                        Ok::<_, ErrorInfo>((agent, attached))
                     }
                     .into_actor(self)
                     .then(|r, act, _| {
                         let fut: std::pin::Pin<Box<dyn Future<Output = ()>>> = match r {
-                            Ok(pair) => {
-                                act.attached = Some(pair);
+                            Ok((agent, attached)) => {
+                                if let (Some(input), Ok(mut f)) = (attached.input, act.fast.lock())
+                                {
+                                    *f = Some((input, agent.clone()));
+                                }
+                                act.attached = Some((agent, attached.sub));
                                 Box::pin(async {})
                             }
                             Err(e) => Box::pin(respond(&act.tx, Response::Error { error: e })),
@@ -244,6 +280,7 @@ impl Handler<Incoming> for ClientActor {
                 }
             }
             ClientFrame::Detach => {
+                self.clear_fast();
                 if let Some((agent, sub)) = self.attached.take() {
                     let _ = agent.try_send(agent_msgs::Detach { sub: Some(sub) });
                 }
