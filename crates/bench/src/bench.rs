@@ -734,3 +734,89 @@ pub fn throughput(ctx: &Ctx, file: &Path, reps: usize, warmup: bool) -> Vec<Row>
         .note("tmux holds 100k lines × 200 columns of history"),
     ]
 }
+
+/// Creating an agent with its own git worktree in a repository of 10,000
+/// files (issue goal: under 1 s), against `git worktree add` by hand and
+/// against an agent without isolation.
+pub fn worktree(ctx: &Ctx, n: usize) -> Vec<Row> {
+    progress(&format!("worktree: {n} agents in a 10k-file repository"));
+    let repo = ctx.dir.join("wt-repo");
+    for d in 0..100 {
+        let dir = repo.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).expect("cannot create the repository");
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f}.txt")), format!("file {d} {f}\n"))
+                .expect("cannot write a file");
+        }
+    }
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+            .args(args)
+            .current_dir(&repo)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("cannot run git");
+        assert!(st.success(), "git {args:?} failed");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "10k files"]);
+    let aos = &ctx.aos;
+    let create = |name: &str, isolation: &str| {
+        let mut c = aos.command(&[
+            "create",
+            name,
+            "--isolation",
+            isolation,
+            "--detach",
+            "--",
+            "sleep",
+            "100000",
+        ]);
+        c.current_dir(&repo);
+        let out = c.output().expect("cannot run agentos create");
+        assert!(
+            out.status.success(),
+            "agentos create {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (mut w, mut plain, mut by_hand) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        w.push(secs(timed(|| create(&format!("wt{i}"), "worktree")).0));
+        plain.push(secs(timed(|| create(&format!("np{i}"), "none")).0));
+        by_hand.push(secs(
+            timed(|| {
+                git(&[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "-b",
+                    &format!("hand/{i}"),
+                    &format!("../hand-{i}"),
+                ])
+            })
+            .0,
+        ));
+    }
+    for i in 0..n {
+        aos.destroy(&format!("wt{i}"));
+        aos.destroy(&format!("np{i}"));
+    }
+    let m = median(&w);
+    vec![
+        Row::new(
+            format!("Create an agent with a worktree, 10k-file repository (median of {n}); direct = `git worktree add`"),
+            Unit::Seconds,
+        )
+        .agentos(m)
+        .direct(median(&by_hand))
+        .goal("< 1 s", m < 1.0)
+        .note(format!(
+            "without isolation {}; max {}",
+            Unit::Seconds.fmt(median(&plain)),
+            Unit::Seconds.fmt(percentile(&w, 100.0))
+        )),
+    ]
+}

@@ -62,6 +62,7 @@ enum Which {
     Attach,
     Echo,
     Cat,
+    Worktree,
 }
 
 /// The workspace root, for building `agentos` when it is missing.
@@ -256,6 +257,9 @@ fn main() {
     }
     if want(Which::Create) {
         rows.extend(bench::create(ctx, create_n));
+    }
+    if want(Which::Worktree) {
+        rows.extend(bench::worktree(ctx, 5));
     }
 
     info.load_after = report::loadavg();
