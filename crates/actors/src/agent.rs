@@ -88,6 +88,9 @@ pub struct LiveInfo {
 
 enum SubKind {
     Attach,
+    /// A direct client: output comes from the holder; it only gets
+    /// `Exited`/`Detached` from here.
+    Control,
     Logs(Box<PlainText>),
 }
 
@@ -260,6 +263,7 @@ impl AgentActor {
     fn fanout(&mut self, seq: u64, data: &[u8]) {
         let term = &self.term;
         self.subs.retain_mut(|s| match &mut s.kind {
+            SubKind::Control => !s.tx.is_closed(),
             SubKind::Attach => {
                 if s.lagging {
                     if s.tx.capacity() == 0 {
@@ -713,6 +717,7 @@ pub struct Attach {
     pub cols: u16,
     pub rows: u16,
     pub tx: mpsc::Sender<ServerFrame>,
+    pub direct: bool,
 }
 
 /// What an attached client gets besides its stream: a direct line to the
@@ -756,10 +761,19 @@ impl Handler<Attach> for AgentActor {
                 input: None,
             });
         }
+        let kind = if msg.direct && self.holder.is_some() {
+            let _ = msg.tx.try_send(ServerFrame::Direct {
+                socket: self.cfg.dir.socket().display().to_string(),
+                seq: snap.seq,
+            });
+            SubKind::Control
+        } else {
+            SubKind::Attach
+        };
         self.subs.push(Subscriber {
             id,
             tx: msg.tx,
-            kind: SubKind::Attach,
+            kind,
             lagging: false,
         });
         self.driver = Some(id);
@@ -802,7 +816,8 @@ impl Handler<Detach> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: Detach, _: &mut Context<Self>) {
         self.subs.retain(|s| {
-            let hit = matches!(s.kind, SubKind::Attach) && msg.sub.is_none_or(|id| id == s.id);
+            let hit = matches!(s.kind, SubKind::Attach | SubKind::Control)
+                && msg.sub.is_none_or(|id| id == s.id);
             if hit {
                 let _ = s.tx.try_send(ServerFrame::Detached {
                     reason: DetachReason::Requested,

@@ -5,7 +5,8 @@
 
 use crate::client::Client;
 use agentos_proto::{
-    AgentState, ClientFrame, DetachReason, ErrorInfo, Request, Response, ServerFrame, write_frame,
+    AgentState, ClientFrame, DetachReason, ErrorCode, ErrorInfo, HOLDER_MAGIC, HolderCmd,
+    HolderEvent, Request, Response, ServerFrame, handshake_blocking, read_frame, write_frame,
 };
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -81,10 +82,13 @@ impl DetachMatcher {
 pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<AttachEnd, ErrorInfo> {
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (cols, rows) = term_size();
+    // Stream straight from the agent's holder unless told not to.
+    let direct = std::env::var_os("AGENTOS_ATTACH_VIA_DAEMON").is_none();
     client.send(&ClientFrame::Request(Request::Attach {
         name: name.to_string(),
         cols,
         rows,
+        direct,
     }))?;
     // The first frame is the snapshot, or an error.
     let first = client.recv()?;
@@ -92,14 +96,36 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
         return Err(error);
     }
     let _raw = RawGuard(tty && crossterm::terminal::enable_raw_mode().is_ok());
-    let writer: Arc<Mutex<UnixStream>> =
-        Arc::new(Mutex::new(client.stream.try_clone().map_err(|e| {
-            ErrorInfo::new(agentos_proto::ErrorCode::DaemonUnavailable, e.to_string())
-        })?));
+    let io_err = |e: std::io::Error| ErrorInfo::new(ErrorCode::DaemonUnavailable, e.to_string());
+    let daemon_w: Arc<Mutex<UnixStream>> =
+        Arc::new(Mutex::new(client.stream.try_clone().map_err(io_err)?));
+    let mut out = std::io::stdout().lock();
+    if let ServerFrame::Snapshot { data, .. } = &first {
+        let _ = out.write_all(data).and_then(|_| out.flush());
+    }
+    // A direct attach continues from the holder.
+    let mut holder: Option<UnixStream> = None;
+    let mut pending = None;
+    if direct && matches!(first, ServerFrame::Snapshot { .. }) {
+        match client.recv() {
+            Ok(ServerFrame::Direct { socket, seq }) => match open_holder(&socket, seq) {
+                Ok(h) => holder = Some(h),
+                Err(e) => return Ok(AttachEnd::Error(e)),
+            },
+            Ok(other) => pending = Some(other),
+            Err(_) => return Ok(AttachEnd::Gone),
+        }
+    }
+    drop(out);
+    let holder_w: Option<Arc<Mutex<UnixStream>>> = match &holder {
+        Some(h) => Some(Arc::new(Mutex::new(h.try_clone().map_err(io_err)?))),
+        None => None,
+    };
 
-    // stdin → agent
+    // stdin → agent (the holder directly, or through the daemon)
     {
-        let writer = writer.clone();
+        let daemon_w = daemon_w.clone();
+        let holder_w = holder_w.clone();
         std::thread::spawn(move || {
             let mut m = DetachMatcher::new(detach_key);
             let mut stdin = std::io::stdin().lock();
@@ -110,29 +136,42 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
                     Ok(n) => n,
                 };
                 let (fwd, detach) = m.feed(&buf[..n]);
-                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-                if !fwd.is_empty()
-                    && write_frame(&mut *w, &ClientFrame::Input { data: fwd }).is_err()
-                {
-                    return;
+                if !fwd.is_empty() {
+                    let sent = match &holder_w {
+                        Some(h) => {
+                            let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
+                            write_frame(&mut *h, &HolderCmd::Input { data: fwd }).is_ok() && {
+                                let mut d = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
+                                write_frame(&mut *d, &ClientFrame::Typed).is_ok()
+                            }
+                        }
+                        None => {
+                            let mut d = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
+                            write_frame(&mut *d, &ClientFrame::Input { data: fwd }).is_ok()
+                        }
+                    };
+                    if !sent {
+                        return;
+                    }
                 }
                 if detach {
-                    let _ = write_frame(&mut *w, &ClientFrame::Detach);
+                    let mut d = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = write_frame(&mut *d, &ClientFrame::Detach);
                     return;
                 }
             }
         });
     }
-    // SIGWINCH → resize
+    // SIGWINCH → resize (through the daemon: it keeps its model in step)
     if tty
         && let Ok(mut signals) =
             signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH])
     {
-        let writer = writer.clone();
+        let daemon_w = daemon_w.clone();
         std::thread::spawn(move || {
             for _ in signals.forever() {
                 let (cols, rows) = term_size();
-                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
                 if write_frame(&mut *w, &ClientFrame::Resize { cols, rows }).is_err() {
                     return;
                 }
@@ -140,29 +179,116 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
         });
     }
 
+    let Some(holder) = holder else {
+        return Ok(via_daemon(client, pending));
+    };
+    // Two readers: output from the holder, control from the daemon. The
+    // first to finish decides, and unblocks the other.
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<AttachEnd>();
+    let daemon_r = client.stream.try_clone().map_err(io_err)?;
+    {
+        let end_tx = end_tx.clone();
+        let daemon_r = daemon_r.try_clone().map_err(io_err)?;
+        let mut holder = holder.try_clone().map_err(io_err)?;
+        std::thread::spawn(move || {
+            let mut out = std::io::stdout();
+            let end = loop {
+                match read_frame::<HolderEvent>(&mut holder) {
+                    Ok(HolderEvent::Output { data, .. }) => {
+                        if out.write_all(&data).and_then(|_| out.flush()).is_err() {
+                            break AttachEnd::Gone;
+                        }
+                    }
+                    Ok(HolderEvent::Exited { code, .. }) => {
+                        break AttachEnd::Exited(AgentState::Exited { code });
+                    }
+                    Ok(HolderEvent::Info { .. }) => {}
+                    Err(_) => break AttachEnd::Gone,
+                }
+            };
+            let _ = end_tx.send(end);
+            let _ = daemon_r.shutdown(std::net::Shutdown::Both);
+        });
+    }
+    {
+        let end_tx = end_tx.clone();
+        let holder = holder.try_clone().map_err(io_err)?;
+        std::thread::spawn(move || {
+            let end = loop {
+                match client.recv() {
+                    Ok(ServerFrame::Detached { reason }) => {
+                        break match reason {
+                            DetachReason::Requested => AttachEnd::Detached,
+                            DetachReason::AgentGone | DetachReason::Shutdown => AttachEnd::Gone,
+                        };
+                    }
+                    Ok(ServerFrame::Exited { state }) => break AttachEnd::Exited(state),
+                    Ok(ServerFrame::Response(Response::Error { error })) => {
+                        break AttachEnd::Error(error);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break AttachEnd::Gone,
+                }
+            };
+            // An exit is reported by the holder once its output is drained.
+            if !matches!(end, AttachEnd::Exited(_)) {
+                let _ = end_tx.send(end);
+                let _ = holder.shutdown(std::net::Shutdown::Both);
+            }
+        });
+    }
+    drop(end_tx);
+    Ok(end_rx.recv().unwrap_or(AttachEnd::Gone))
+}
+
+/// Connect to an agent's holder and subscribe from `seq`.
+fn open_holder(socket: &str, seq: u64) -> Result<UnixStream, ErrorInfo> {
+    let err = |e: String| {
+        ErrorInfo::new(
+            ErrorCode::AgentNotRunning,
+            format!("cannot reach the agent's holder at {socket}: {e}"),
+        )
+    };
+    let mut s = UnixStream::connect(socket).map_err(|e| err(e.to_string()))?;
+    handshake_blocking(&mut s, HOLDER_MAGIC).map_err(|e| err(e.to_string()))?;
+    match read_frame::<HolderEvent>(&mut s) {
+        Ok(HolderEvent::Info { .. }) => {}
+        Ok(_) => return Err(err("unexpected first message".into())),
+        Err(e) => return Err(err(e.to_string())),
+    }
+    write_frame(&mut s, &HolderCmd::Subscribe { since: seq }).map_err(|e| err(e.to_string()))?;
+    Ok(s)
+}
+
+/// The daemon relays output (no direct route to the holder).
+fn via_daemon(mut client: Client, pending: Option<ServerFrame>) -> AttachEnd {
     let mut out = std::io::stdout().lock();
-    let mut frame = first;
+    let mut next = pending;
     loop {
+        let frame = match next.take() {
+            Some(f) => f,
+            None => match client.recv() {
+                Ok(f) => f,
+                Err(_) => return AttachEnd::Gone,
+            },
+        };
         match frame {
             ServerFrame::Snapshot { data, .. } | ServerFrame::Output { data, .. } => {
                 if out.write_all(&data).and_then(|_| out.flush()).is_err() {
-                    return Ok(AttachEnd::Gone);
+                    return AttachEnd::Gone;
                 }
             }
-            ServerFrame::Exited { state } => return Ok(AttachEnd::Exited(state)),
+            ServerFrame::Exited { state } => return AttachEnd::Exited(state),
             ServerFrame::Detached { reason } => {
-                return Ok(match reason {
+                return match reason {
                     DetachReason::Requested => AttachEnd::Detached,
                     DetachReason::AgentGone | DetachReason::Shutdown => AttachEnd::Gone,
-                });
+                };
             }
-            ServerFrame::Response(Response::Error { error }) => return Ok(AttachEnd::Error(error)),
-            ServerFrame::Response(_) | ServerFrame::LogText { .. } => {}
+            ServerFrame::Response(Response::Error { error }) => return AttachEnd::Error(error),
+            ServerFrame::Response(_) | ServerFrame::LogText { .. } | ServerFrame::Direct { .. } => {
+            }
         }
-        frame = match client.recv() {
-            Ok(f) => f,
-            Err(_) => return Ok(AttachEnd::Gone),
-        };
     }
 }
 

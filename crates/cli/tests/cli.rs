@@ -460,6 +460,7 @@ fn a_client_that_stops_reading_never_stalls_the_agent() {
     s.read_exact(&mut hello).unwrap();
     let frame = agentos_proto::encode_frame(&agentos_proto::ClientFrame::Request(
         agentos_proto::Request::Attach {
+            direct: false,
             name: "flood".into(),
             cols: 80,
             rows: 24,
@@ -1165,4 +1166,24 @@ fn merge_conflicts_are_refused_and_overlaps_are_reported() {
     std::fs::write(root.join(".shards/stray/big.bin"), vec![0u8; 300_000]).unwrap();
     let o = n.ok(&["gc"]).stdout;
     assert!(o.contains("stray") && o.contains("0.3 MB"), "{o}");
+}
+
+#[test]
+fn attach_through_the_daemon_relay() {
+    // Without a direct route to the holder the daemon relays the output.
+    let n = Node::new().env("AGENTOS_ATTACH_VIA_DAEMON", "1");
+    n.ok(&["create", "rl", "--detach", "--", "bash", "--norc", "-i"]);
+    n.ok(&["send", "rl", "echo before-$((5+5))", "--enter"]);
+    n.wait_log("rl", "before-10");
+    let mut p = n.attach(&["attach", "rl"], 100, 30);
+    p.expect("before-10");
+    p.write(b"echo relayed-$((7*6))\r");
+    p.expect("relayed-42");
+    p.resize(90, 25);
+    let from = p.len();
+    p.write(b"stty size\r");
+    p.expect_after(from, "25 90");
+    p.write(b"exit 4\r");
+    assert_eq!(p.wait_exit(), 0);
+    p.expect("[rl exited (4)]");
 }

@@ -171,7 +171,12 @@ impl Handler<Incoming> for ClientActor {
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
         let _span = tracing::debug_span!("client", conn = self.id).entered();
         match msg.frame {
-            ClientFrame::Request(Request::Attach { name, cols, rows }) => {
+            ClientFrame::Request(Request::Attach {
+                name,
+                cols,
+                rows,
+                direct,
+            }) => {
                 let node = self.node.clone();
                 let tx = self.tx.clone();
                 // `wait`: no other frame of this client is handled until attached.
@@ -182,11 +187,14 @@ impl Handler<Incoming> for ClientActor {
                             .await
                             .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))??;
                         let attached = agent
-                            .send(agent_msgs::Attach { cols, rows, tx })
+                            .send(agent_msgs::Attach {
+                                cols,
+                                rows,
+                                tx,
+                                direct,
+                            })
                             .await
-                            .map_err(|e| {
-                            ErrorInfo::new(ErrorCode::Internal, e.to_string())
-                        })??;
+                            .map_err(|e| ErrorInfo::new(ErrorCode::Internal, e.to_string()))??;
                         Ok::<_, ErrorInfo>((agent, attached))
                     }
                     .into_actor(self)
@@ -277,6 +285,11 @@ impl Handler<Incoming> for ClientActor {
                         cols,
                         rows,
                     });
+                }
+            }
+            ClientFrame::Typed => {
+                if let Some((agent, _)) = &self.attached {
+                    let _ = agent.try_send(agent_msgs::InputSeen);
                 }
             }
             ClientFrame::Detach => {

@@ -158,6 +158,10 @@ pub enum Request {
         name: String,
         cols: u16,
         rows: u16,
+        /// A local client that can reach the agent's holder: after the
+        /// snapshot it streams output from the holder itself (fewer hops on
+        /// the echo path) and the daemon only sends control frames.
+        direct: bool,
     },
     /// `agentos detach` from inside an agent's terminal: detach its clients.
     Detach {
@@ -240,9 +244,17 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientFrame {
     Request(Request),
-    Input { data: Vec<u8> },
-    Resize { cols: u16, rows: u16 },
+    Input {
+        data: Vec<u8>,
+    },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     Detach,
+    /// A direct client typed (its keystrokes went to the holder): user
+    /// input makes earlier hook and OSC opinions stale.
+    Typed,
 }
 
 /// Why an attach stream ended.
@@ -282,6 +294,12 @@ pub enum ServerFrame {
     },
     Detached {
         reason: DetachReason,
+    },
+    /// Follows the snapshot of a direct attach: continue from the holder at
+    /// `socket` with `Subscribe { since: seq }`.
+    Direct {
+        socket: String,
+        seq: u64,
     },
 }
 
