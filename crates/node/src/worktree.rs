@@ -681,7 +681,7 @@ mod tests {
         commit_all(&Repository::open(&c.path).unwrap(), "c");
         merge(&root, "c", &base, MergeMode::Rebase).unwrap();
         assert!(root.join("c.txt").exists());
-        let orphans = orphans(&root, DEFAULT_TEMPLATE, &[a.path.clone()]).unwrap();
+        let orphans = orphans(&root, DEFAULT_TEMPLATE, std::slice::from_ref(&a.path)).unwrap();
         assert_eq!(orphans.len(), 2, "{orphans:?}");
         assert!(orphans.iter().all(|(_, size)| *size > 0));
     }
