@@ -167,6 +167,14 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Internal: apply the sandbox policy (JSON file) to this process, then exec the command.
+    #[command(hide = true)]
+    SandboxExec {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Internal: called by an agent's own hooks.
     #[command(hide = true)]
     Hook {
@@ -331,6 +339,7 @@ fn local(code: ErrorCode, msg: impl std::fmt::Display) -> Failure {
 fn run(ctx: &Ctx, cmd: Cmd) -> Res {
     match cmd {
         Cmd::Shim { dir } => run_shim(&dir),
+        Cmd::SandboxExec { policy, command } => sandbox_exec(&policy, &command),
         Cmd::Hook {
             agent_id,
             event,
@@ -1162,6 +1171,32 @@ fn config_cmd(ctx: &Ctx, c: ConfigCmd) -> Res {
             Ok(0)
         }
     }
+}
+
+/// `agentos sandbox-exec`: restrict this process, then become the agent.
+/// Fails closed: if the policy cannot be enforced, nothing is executed.
+fn sandbox_exec(policy: &std::path::Path, command: &[String]) -> Res {
+    use std::os::unix::process::CommandExt;
+    let text = std::fs::read(policy).map_err(|e| {
+        local(
+            ErrorCode::IsolationUnavailable,
+            format!("cannot read the sandbox policy {}: {e}", policy.display()),
+        )
+    })?;
+    let policy: agentos_sandbox::FilePolicy = serde_json::from_slice(&text).map_err(|e| {
+        local(
+            ErrorCode::IsolationUnavailable,
+            format!("invalid sandbox policy: {e}"),
+        )
+    })?;
+    agentos_sandbox::enforce(&policy).map_err(|e| local(ErrorCode::IsolationUnavailable, e))?;
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    Err(local(
+        ErrorCode::SpawnFailed,
+        format!("cannot run {}: {err}", command[0]),
+    ))
 }
 
 /// `agentos shim`: detach from the daemon (fork + setsid) and hold the PTY.

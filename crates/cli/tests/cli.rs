@@ -1187,3 +1187,94 @@ fn attach_through_the_daemon_relay() {
     assert_eq!(p.wait_exit(), 0);
     p.expect("[rl exited (4)]");
 }
+
+// -------------------------------------------------------------- sandbox ----
+
+#[test]
+fn the_sandbox_launcher_keeps_secrets_out_of_reach() {
+    let n = Node::new();
+    let user_home = n.dir.path().join("home");
+    std::fs::create_dir_all(user_home.join(".ssh")).unwrap();
+    let canary = "CANARY-5f3a9e-not-for-agents";
+    std::fs::write(user_home.join(".ssh/id_rsa"), canary).unwrap();
+    let worktree = n.dir.path().join("wt");
+    let agent_home = n.dir.path().join("agent-home");
+    let agent_tmp = n.dir.path().join("agent-tmp");
+    for d in [&worktree, &agent_home, &agent_tmp] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(worktree.join("code.rs"), "fn main() {}").unwrap();
+    std::os::unix::fs::symlink(user_home.join(".ssh/id_rsa"), worktree.join("link")).unwrap();
+    let policy = agentos_sandbox::FilePolicy::default_for(
+        &user_home,
+        &worktree,
+        &agent_home,
+        &agent_tmp,
+        &[],
+    );
+    let pfile = n.dir.path().join("policy.json");
+    std::fs::write(&pfile, serde_json::to_vec(&policy).unwrap()).unwrap();
+    if agentos_sandbox::landlock_abi() == 0 {
+        // Fail closed: nothing runs, and the error says how to opt out.
+        let o = n.run(&[
+            "sandbox-exec",
+            "--policy",
+            pfile.to_str().unwrap(),
+            "--",
+            "cat",
+            "/etc/hostname",
+        ]);
+        assert_eq!(o.code, 28, "{o:?}");
+        assert!(o.stderr.contains("--isolation none"), "{o:?}");
+        eprintln!("SKIPPED: the kernel has no Landlock; checked that the launcher fails closed");
+        return;
+    }
+    let sh = |script: &str| {
+        n.run(&[
+            "sandbox-exec",
+            "--policy",
+            pfile.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let secret = user_home.join(".ssh/id_rsa");
+    let secret = secret.display();
+    for attempt in [
+        format!("cat {secret}"),
+        format!("cat {}/link", worktree.display()),
+        format!("cat /proc/self/root{secret}"),
+        format!("cat /proc/1/root{secret}"),
+        format!("cd {} && cat ../home/.ssh/id_rsa", worktree.display()),
+        format!("ln {secret} {}/hard", worktree.display()),
+        format!(
+            "mv {}/.ssh {}/stolen",
+            user_home.display(),
+            worktree.display()
+        ),
+    ] {
+        let o = sh(&attempt);
+        assert_ne!(o.code, 0, "{attempt} must fail: {o:?}");
+        assert!(
+            !o.stdout.contains(canary) && !o.stderr.contains(canary),
+            "{attempt} leaked the canary"
+        );
+    }
+    assert!(user_home.join(".ssh/id_rsa").exists(), "nothing was moved");
+    // The agent's own trees work.
+    let o = sh(&format!(
+        "cat {0}/code.rs && echo ok > {0}/new.txt && echo t > {1}/x && ls /usr/bin >/dev/null && echo FINE",
+        worktree.display(),
+        agent_tmp.display()
+    ));
+    assert!(
+        o.stdout.contains("fn main() {}") && o.stdout.contains("FINE"),
+        "{o:?}"
+    );
+    // Writing outside the allow-list is denied.
+    let o = sh(&format!("echo x > {}/evil", user_home.display()));
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(!user_home.join("evil").exists());
+}
