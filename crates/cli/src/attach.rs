@@ -130,6 +130,7 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
             let mut m = DetachMatcher::new(detach_key);
             let mut stdin = std::io::stdin().lock();
             let mut buf = [0u8; 4096];
+            let mut last_typed: Option<std::time::Instant> = None;
             loop {
                 let n = match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => return,
@@ -140,10 +141,20 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
                     let sent = match &holder_w {
                         Some(h) => {
                             let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
-                            write_frame(&mut *h, &HolderCmd::Input { data: fwd }).is_ok() && {
+                            let ok = write_frame(&mut *h, &HolderCmd::Input { data: fwd }).is_ok();
+                            drop(h);
+                            // The state engine only needs to know that the user typed,
+                            // not every keystroke: tell the daemon at most twice a second.
+                            if ok
+                                && last_typed.is_none_or(|t: std::time::Instant| {
+                                    t.elapsed().as_millis() >= 500
+                                })
+                            {
+                                last_typed = Some(std::time::Instant::now());
                                 let mut d = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
-                                write_frame(&mut *d, &ClientFrame::Typed).is_ok()
+                                let _ = write_frame(&mut *d, &ClientFrame::Typed);
                             }
+                            ok
                         }
                         None => {
                             let mut d = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
