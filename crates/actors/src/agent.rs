@@ -466,9 +466,15 @@ async fn holder_session(
         0
     };
     let (tx, mut rx) = mpsc::channel::<HolderCmd>(HOLDER_QUEUE);
-    write_frame_async(&mut wr, &HolderCmd::Subscribe { since })
-        .await
-        .map_err(|e| e.to_string())?;
+    write_frame_async(
+        &mut wr,
+        &HolderCmd::Subscribe {
+            since,
+            lag_limit: None,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     addr.send(HolderConnected {
         generation,
         tx,
@@ -513,7 +519,7 @@ async fn holder_session(
                 });
                 break Ok(());
             }
-            Ok(HolderEvent::Info { .. }) => {}
+            Ok(HolderEvent::Info { .. } | HolderEvent::Lagged { .. }) => {}
             Err(e) => break Err(e.to_string()),
         }
     };
@@ -840,6 +846,31 @@ impl Handler<Input> for AgentActor {
         self.send_holder(HolderCmd::Input { data: msg.data })?;
         self.engine.on_input(now_ms());
         Ok(())
+    }
+}
+
+/// A direct client fell behind in the holder: send it a fresh snapshot and
+/// the sequence number to resubscribe from.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResyncDirect {
+    pub tx: mpsc::Sender<ServerFrame>,
+}
+
+impl Handler<ResyncDirect> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: ResyncDirect, _: &mut Context<Self>) {
+        let snap = self.term.snapshot();
+        let _ = msg.tx.try_send(ServerFrame::Snapshot {
+            seq: snap.seq,
+            cols: snap.cols,
+            rows: snap.rows,
+            data: snap.data,
+        });
+        let _ = msg.tx.try_send(ServerFrame::Direct {
+            socket: self.cfg.dir.socket().display().to_string(),
+            seq: snap.seq,
+        });
     }
 }
 

@@ -471,8 +471,8 @@ fn serve(mut conn: UnixStream, shared: Arc<Shared>) {
     if write_frame(&mut conn, &info).is_err() {
         return;
     }
-    let since = match read_frame::<HolderCmd>(&mut conn) {
-        Ok(HolderCmd::Subscribe { since }) => since,
+    let (since, lag_limit) = match read_frame::<HolderCmd>(&mut conn) {
+        Ok(HolderCmd::Subscribe { since, lag_limit }) => (since, lag_limit),
         _ => return,
     };
     let Ok(out) = conn.try_clone() else { return };
@@ -483,7 +483,7 @@ fn serve(mut conn: UnixStream, shared: Arc<Shared>) {
         let closed = closed.clone();
         std::thread::Builder::new()
             .name("follow".into())
-            .spawn(move || follow(out, since, &shared, &closed))
+            .spawn(move || follow(out, since, lag_limit, &shared, &closed))
     };
     // Commands from the daemon.
     while let Ok(cmd) = read_frame::<HolderCmd>(&mut conn) {
@@ -525,7 +525,13 @@ fn serve(mut conn: UnixStream, shared: Arc<Shared>) {
 }
 
 /// Stream output from `cursor` onward, then `Exited`.
-fn follow(mut out: UnixStream, mut cursor: u64, shared: &Shared, closed: &AtomicBool) {
+fn follow(
+    mut out: UnixStream,
+    mut cursor: u64,
+    lag_limit: Option<u64>,
+    shared: &Shared,
+    closed: &AtomicBool,
+) {
     let file = File::open(&shared.log_path).ok();
     let done = |shared: &Shared| {
         lock(&shared.state).open_writers -= 1;
@@ -554,6 +560,16 @@ fn follow(mut out: UnixStream, mut cursor: u64, shared: &Shared, closed: &Atomic
                     },
                 );
             }
+            done(shared);
+            return;
+        }
+        if let Some(limit) = lag_limit
+            && st.total - cursor > limit
+        {
+            // Too far behind: a snapshot is cheaper than the backlog.
+            let total = st.total;
+            drop(st);
+            let _ = write_frame(&mut out, &HolderEvent::Lagged { total });
             done(shared);
             return;
         }

@@ -12,6 +12,10 @@ use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+/// A direct client that falls this far behind the agent's output is resynced
+/// from a snapshot instead of being sent the backlog.
+const DIRECT_LAG_LIMIT: u64 = 4 * 1024 * 1024;
+
 /// How an attach ended.
 #[derive(Debug)]
 pub enum AttachEnd {
@@ -141,8 +145,16 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
                     let sent = match &holder_w {
                         Some(h) => {
                             let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
-                            let ok = write_frame(&mut *h, &HolderCmd::Input { data: fwd }).is_ok();
+                            let mut ok =
+                                write_frame(&mut *h, &HolderCmd::Input { data: fwd.clone() })
+                                    .is_ok();
                             drop(h);
+                            if !ok {
+                                // Between holder streams (a resync): the daemon relays.
+                                let mut d = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
+                                ok =
+                                    write_frame(&mut *d, &ClientFrame::Input { data: fwd }).is_ok();
+                            }
                             // The state engine only needs to know that the user typed,
                             // not every keystroke: tell the daemon at most twice a second.
                             if ok
@@ -173,15 +185,22 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
             }
         });
     }
-    // SIGWINCH → resize (through the daemon: it keeps its model in step)
+    // SIGWINCH → resize. A direct client resizes the PTY through the holder
+    // first, so keystrokes typed after it see the new size; the daemon then
+    // keeps its model in step.
     if tty
         && let Ok(mut signals) =
             signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH])
     {
         let daemon_w = daemon_w.clone();
+        let holder_w = holder_w.clone();
         std::thread::spawn(move || {
             for _ in signals.forever() {
                 let (cols, rows) = term_size();
+                if let Some(h) = &holder_w {
+                    let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = write_frame(&mut *h, &HolderCmd::Resize { cols, rows });
+                }
                 let mut w = daemon_w.lock().unwrap_or_else(|p| p.into_inner());
                 if write_frame(&mut *w, &ClientFrame::Resize { cols, rows }).is_err() {
                     return;
@@ -193,63 +212,138 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
     let Some(holder) = holder else {
         return Ok(via_daemon(client, pending));
     };
-    // Two readers: output from the holder, control from the daemon. The
-    // first to finish decides, and unblocks the other.
-    let (end_tx, end_rx) = std::sync::mpsc::channel::<AttachEnd>();
-    let daemon_r = client.stream.try_clone().map_err(io_err)?;
+    Ok(direct_loop(client, holder, holder_w))
+}
+
+/// Events of a direct attach, from the daemon's control stream and from the
+/// current holder stream.
+enum Ev {
+    Daemon(ServerFrame),
+    DaemonGone,
+    HolderExited { code: i32 },
+    HolderLagged { generation: u64 },
+    HolderGone { generation: u64 },
+}
+
+fn spawn_holder_reader(mut holder: UnixStream, generation: u64, tx: std::sync::mpsc::Sender<Ev>) {
+    std::thread::spawn(move || {
+        let mut out = std::io::stdout();
+        let ev = loop {
+            match read_frame::<HolderEvent>(&mut holder) {
+                Ok(HolderEvent::Output { data, .. }) => {
+                    if out.write_all(&data).and_then(|_| out.flush()).is_err() {
+                        break Ev::HolderGone { generation };
+                    }
+                }
+                Ok(HolderEvent::Exited { code, .. }) => break Ev::HolderExited { code },
+                Ok(HolderEvent::Lagged { .. }) => break Ev::HolderLagged { generation },
+                Ok(HolderEvent::Info { .. }) => {}
+                Err(_) => break Ev::HolderGone { generation },
+            }
+        };
+        let _ = tx.send(ev);
+    });
+}
+
+/// Output streams from the holder; the daemon sends control frames, and a
+/// fresh snapshot whenever this client fell too far behind.
+fn direct_loop(
+    mut client: Client,
+    holder: UnixStream,
+    holder_w: Option<Arc<Mutex<UnixStream>>>,
+) -> AttachEnd {
+    let (tx, rx) = std::sync::mpsc::channel::<Ev>();
+    let Ok(daemon_shut) = client.stream.try_clone() else {
+        return AttachEnd::Gone;
+    };
     {
-        let end_tx = end_tx.clone();
-        let daemon_r = daemon_r.try_clone().map_err(io_err)?;
-        let mut holder = holder.try_clone().map_err(io_err)?;
+        let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut out = std::io::stdout();
-            let end = loop {
-                match read_frame::<HolderEvent>(&mut holder) {
-                    Ok(HolderEvent::Output { data, .. }) => {
-                        if out.write_all(&data).and_then(|_| out.flush()).is_err() {
-                            break AttachEnd::Gone;
+            loop {
+                match client.recv() {
+                    Ok(f) => {
+                        if tx.send(Ev::Daemon(f)).is_err() {
+                            return;
                         }
                     }
-                    Ok(HolderEvent::Exited { code, .. }) => {
-                        break AttachEnd::Exited(AgentState::Exited { code });
+                    Err(_) => {
+                        let _ = tx.send(Ev::DaemonGone);
+                        return;
                     }
-                    Ok(HolderEvent::Info { .. }) => {}
-                    Err(_) => break AttachEnd::Gone,
                 }
-            };
-            let _ = end_tx.send(end);
-            let _ = daemon_r.shutdown(std::net::Shutdown::Both);
-        });
-    }
-    {
-        let end_tx = end_tx.clone();
-        let holder = holder.try_clone().map_err(io_err)?;
-        std::thread::spawn(move || {
-            let end = loop {
-                match client.recv() {
-                    Ok(ServerFrame::Detached { reason }) => {
-                        break match reason {
-                            DetachReason::Requested => AttachEnd::Detached,
-                            DetachReason::AgentGone | DetachReason::Shutdown => AttachEnd::Gone,
-                        };
-                    }
-                    Ok(ServerFrame::Exited { state }) => break AttachEnd::Exited(state),
-                    Ok(ServerFrame::Response(Response::Error { error })) => {
-                        break AttachEnd::Error(error);
-                    }
-                    Ok(_) => {}
-                    Err(_) => break AttachEnd::Gone,
-                }
-            };
-            // An exit is reported by the holder once its output is drained.
-            if !matches!(end, AttachEnd::Exited(_)) {
-                let _ = end_tx.send(end);
-                let _ = holder.shutdown(std::net::Shutdown::Both);
             }
         });
     }
-    drop(end_tx);
-    Ok(end_rx.recv().unwrap_or(AttachEnd::Gone))
+    let mut generation = 1u64;
+    let mut current = holder.try_clone().ok();
+    spawn_holder_reader(holder, generation, tx.clone());
+    let mut exit_state: Option<AgentState> = None;
+    let end = loop {
+        let Ok(ev) = rx.recv() else {
+            break AttachEnd::Gone;
+        };
+        match ev {
+            Ev::HolderExited { code } => {
+                break AttachEnd::Exited(exit_state.take().unwrap_or(AgentState::Exited { code }));
+            }
+            Ev::HolderLagged { generation: g } if g == generation => {
+                // Too far behind: ask the daemon for the current screen.
+                current = None;
+                if let Some(w) = &holder_w
+                    && let Ok(w) = w.lock()
+                {
+                    let _ = w.shutdown(std::net::Shutdown::Both);
+                }
+                if write_frame(&mut &daemon_shut, &ClientFrame::Resync).is_err() {
+                    break AttachEnd::Gone;
+                }
+            }
+            Ev::HolderGone { generation: g } if g == generation => current = None,
+            Ev::HolderLagged { .. } | Ev::HolderGone { .. } => {}
+            Ev::DaemonGone => break AttachEnd::Gone,
+            Ev::Daemon(frame) => match frame {
+                ServerFrame::Snapshot { data, .. } => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(&data).and_then(|_| out.flush());
+                }
+                ServerFrame::Direct { socket, seq } => match open_holder(&socket, seq) {
+                    Ok(h) => {
+                        generation += 1;
+                        if let (Some(w), Ok(clone)) = (&holder_w, h.try_clone())
+                            && let Ok(mut w) = w.lock()
+                        {
+                            *w = clone;
+                        }
+                        current = h.try_clone().ok();
+                        spawn_holder_reader(h, generation, tx.clone());
+                    }
+                    Err(e) => break AttachEnd::Error(e),
+                },
+                ServerFrame::Detached { reason } => {
+                    break match reason {
+                        DetachReason::Requested => AttachEnd::Detached,
+                        DetachReason::AgentGone | DetachReason::Shutdown => AttachEnd::Gone,
+                    };
+                }
+                // An exit is reported by the holder once its output is drained.
+                ServerFrame::Exited { state } => {
+                    if current.is_none() {
+                        break AttachEnd::Exited(state);
+                    }
+                    exit_state = Some(state);
+                }
+                ServerFrame::Response(Response::Error { error }) => break AttachEnd::Error(error),
+                ServerFrame::Response(_)
+                | ServerFrame::Output { .. }
+                | ServerFrame::LogText { .. } => {}
+            },
+        }
+    };
+    let _ = daemon_shut.shutdown(std::net::Shutdown::Both);
+    if let Some(h) = current {
+        let _ = h.shutdown(std::net::Shutdown::Both);
+    }
+    end
 }
 
 /// Connect to an agent's holder and subscribe from `seq`.
@@ -267,7 +361,14 @@ fn open_holder(socket: &str, seq: u64) -> Result<UnixStream, ErrorInfo> {
         Ok(_) => return Err(err("unexpected first message".into())),
         Err(e) => return Err(err(e.to_string())),
     }
-    write_frame(&mut s, &HolderCmd::Subscribe { since: seq }).map_err(|e| err(e.to_string()))?;
+    write_frame(
+        &mut s,
+        &HolderCmd::Subscribe {
+            since: seq,
+            lag_limit: Some(DIRECT_LAG_LIMIT),
+        },
+    )
+    .map_err(|e| err(e.to_string()))?;
     Ok(s)
 }
 

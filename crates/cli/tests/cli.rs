@@ -1278,3 +1278,40 @@ fn the_sandbox_launcher_keeps_secrets_out_of_reach() {
     assert_ne!(o.code, 0, "{o:?}");
     assert!(!user_home.join("evil").exists());
 }
+
+#[test]
+fn a_stalled_terminal_is_resynced_not_replayed() {
+    let n = Node::new();
+    n.ok(&["create", "st", "--detach", "--", "bash", "--norc", "-i"]);
+    let mut p = n.attach(&["attach", "st"], 80, 24);
+    p.expect("bash-");
+    // The terminal stops reading while the agent prints 40 MB.
+    p.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    n.ok(&[
+        "send",
+        "st",
+        "head -c 40000000 /dev/zero | tr '\\0' y | fold -w 100; echo STALL-$((2+2))-END",
+        "--enter",
+    ]);
+    wait_until(
+        "the agent finished, unhindered by the stalled client",
+        std::time::Duration::from_secs(90),
+        || {
+            n.ok(&["logs", "st", "--lines", "2"])
+                .stdout
+                .contains("STALL-4-END")
+        },
+    );
+    p.paused.store(false, std::sync::atomic::Ordering::SeqCst);
+    p.expect("STALL-4-END");
+    let got = p.len();
+    assert!(
+        got < 40_000_000,
+        "resynced from a snapshot, not sent the backlog ({got} bytes)"
+    );
+    // Still fully interactive afterwards.
+    p.write(b"echo after-$((3*3))\r");
+    p.expect("after-9");
+    p.write(b"\x02d");
+    assert_eq!(p.wait_exit(), 0);
+}

@@ -287,6 +287,13 @@ impl Handler<Incoming> for ClientActor {
                     });
                 }
             }
+            ClientFrame::Resync => {
+                if let Some((agent, _)) = &self.attached {
+                    let _ = agent.try_send(agent_msgs::ResyncDirect {
+                        tx: self.tx.clone(),
+                    });
+                }
+            }
             ClientFrame::Typed => {
                 if let Some((agent, _)) = &self.attached {
                     let _ = agent.try_send(agent_msgs::InputSeen);

@@ -255,6 +255,8 @@ pub enum ClientFrame {
     /// A direct client typed (its keystrokes went to the holder): user
     /// input makes earlier hook and OSC opinions stale.
     Typed,
+    /// A direct client fell behind: send a fresh `Snapshot` + `Direct`.
+    Resync,
 }
 
 /// Why an attach stream ended.
@@ -306,9 +308,13 @@ pub enum ServerFrame {
 /// Daemon → holder commands (after the holder hello).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HolderCmd {
-    /// Start streaming output from byte offset `since` (clamped to what exists).
+    /// Start streaming output from byte offset `since` (clamped to what
+    /// exists). With `lag_limit`, a reader that falls further behind than
+    /// that many bytes gets `Lagged` instead of the backlog (it resyncs from
+    /// a snapshot); without, it gets every byte (the daemon).
     Subscribe {
         since: u64,
+        lag_limit: Option<u64>,
     },
     Input {
         data: Vec<u8>,
@@ -346,5 +352,10 @@ pub enum HolderEvent {
     Exited {
         code: i32,
         signal: Option<i32>,
+    },
+    /// This reader fell more than its `lag_limit` behind: the stream stops
+    /// here; resync from a snapshot at `total` or later.
+    Lagged {
+        total: u64,
     },
 }

@@ -326,6 +326,8 @@ impl Drop for Node {
 /// A process in a real pseudo-terminal, with its output collected.
 pub struct Pty {
     pub out: Arc<Mutex<Vec<u8>>>,
+    /// While set, the terminal stops reading (a slow or stalled client).
+    pub paused: Arc<std::sync::atomic::AtomicBool>,
     writer: Box<dyn Write + Send>,
     master: Box<dyn portable_pty::MasterPty + Send>,
     child: Box<dyn portable_pty::Child + Send + Sync>,
@@ -347,9 +349,15 @@ impl Pty {
         let writer = pair.master.take_writer().unwrap();
         let out = Arc::new(Mutex::new(Vec::new()));
         let o2 = out.clone();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p2 = paused.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 65536];
-            while let Ok(n) = reader.read(&mut buf) {
+            loop {
+                while p2.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::park_timeout(Duration::from_millis(10));
+                }
+                let Ok(n) = reader.read(&mut buf) else { break };
                 if n == 0 {
                     break;
                 }
@@ -358,6 +366,7 @@ impl Pty {
         });
         Pty {
             out,
+            paused,
             writer,
             master: pair.master,
             child,
