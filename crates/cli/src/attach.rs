@@ -218,7 +218,7 @@ pub fn attach(mut client: Client, name: &str, detach_key: Vec<u8>) -> Result<Att
 /// Events of a direct attach, from the daemon's control stream and from the
 /// current holder stream.
 enum Ev {
-    Daemon(ServerFrame),
+    Daemon(Box<ServerFrame>),
     DaemonGone,
     HolderExited { code: i32 },
     HolderLagged { generation: u64 },
@@ -262,7 +262,7 @@ fn direct_loop(
             loop {
                 match client.recv() {
                     Ok(f) => {
-                        if tx.send(Ev::Daemon(f)).is_err() {
+                        if tx.send(Ev::Daemon(Box::new(f))).is_err() {
                             return;
                         }
                     }
@@ -301,7 +301,7 @@ fn direct_loop(
             Ev::HolderGone { generation: g } if g == generation => current = None,
             Ev::HolderLagged { .. } | Ev::HolderGone { .. } => {}
             Ev::DaemonGone => break AttachEnd::Gone,
-            Ev::Daemon(frame) => match frame {
+            Ev::Daemon(frame) => match *frame {
                 ServerFrame::Snapshot { data, .. } => {
                     let mut out = std::io::stdout();
                     let _ = out.write_all(&data).and_then(|_| out.flush());
