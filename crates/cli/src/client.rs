@@ -73,21 +73,35 @@ impl Client {
         }
     }
 
-    /// Connect, starting the daemon first when it is not running.
+    /// Connect, starting the daemon first when it is not running. A daemon
+    /// that is still dying (its socket accepts, then resets) counts as not
+    /// running; a freshly started daemon that lost the lock race is started
+    /// again until one answers.
     pub fn connect_or_start(home: &Home) -> Result<Client, ErrorInfo> {
-        if let Some(c) = Client::connect(home)? {
-            return Ok(c);
-        }
-        start_daemon(home)?;
         let deadline = Instant::now() + Duration::from_secs(15);
+        let mut child: Option<std::process::Child> = None;
+        let mut last: Option<ErrorInfo> = None;
+        let mut last_spawn = Instant::now();
         loop {
-            // While the daemon comes up, any failure to connect is retried.
-            let last = match Client::connect(home) {
+            match Client::connect(home) {
                 Ok(Some(c)) => return Ok(c),
-                Ok(None) => None,
+                Ok(None) => {}
                 Err(e) if e.code == ErrorCode::ProtocolMismatch => return Err(e),
-                Err(e) => Some(e),
+                Err(e) => last = Some(e),
+            }
+            let need_start = match child.as_mut() {
+                None => true,
+                // Lost the lock to a daemon that was still exiting: try again,
+                // at most every 100 ms.
+                Some(c) => {
+                    matches!(c.try_wait(), Ok(Some(_)))
+                        && last_spawn.elapsed() >= Duration::from_millis(100)
+                }
             };
+            if need_start {
+                child = Some(start_daemon(home)?);
+                last_spawn = Instant::now();
+            }
             if Instant::now() > deadline {
                 let stderr = std::fs::read_to_string(home.logs_dir().join("daemon.stderr"))
                     .unwrap_or_default();
@@ -134,7 +148,7 @@ impl Client {
 }
 
 /// Spawn `agentos daemon start --foreground` detached from this terminal.
-pub fn start_daemon(home: &Home) -> Result<(), ErrorInfo> {
+pub fn start_daemon(home: &Home) -> Result<std::process::Child, ErrorInfo> {
     let exe = std::env::current_exe().map_err(|e| unavailable(home, e))?;
     home.ensure().map_err(|e| unavailable(home, e))?;
     let err = std::fs::File::options()
@@ -156,10 +170,5 @@ pub fn start_daemon(home: &Home) -> Result<(), ErrorInfo> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| unavailable(home, e))?;
-    // Reap it in the background if it exits early (e.g. lost the lock race).
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
-    Ok(())
+    cmd.spawn().map_err(|e| unavailable(home, e))
 }
