@@ -269,14 +269,7 @@ impl AgentActor {
                     if s.tx.capacity() == 0 {
                         return !s.tx.is_closed();
                     }
-                    let snap = term.snapshot();
-                    let frame = ServerFrame::Snapshot {
-                        seq: snap.seq,
-                        cols: snap.cols,
-                        rows: snap.rows,
-                        data: snap.data,
-                    };
-                    return match s.tx.try_send(frame) {
+                    return match s.tx.try_send(term.snapshot().into()) {
                         Ok(()) => {
                             s.lagging = false;
                             true
@@ -343,19 +336,8 @@ impl AgentActor {
                 if s.tx.is_closed() {
                     return false;
                 }
-                if s.tx.capacity() > 0 {
-                    let snap = term.snapshot();
-                    if s.tx
-                        .try_send(ServerFrame::Snapshot {
-                            seq: snap.seq,
-                            cols: snap.cols,
-                            rows: snap.rows,
-                            data: snap.data,
-                        })
-                        .is_ok()
-                    {
-                        s.lagging = false;
-                    }
+                if s.tx.capacity() > 0 && s.tx.try_send(term.snapshot().into()).is_ok() {
+                    s.lagging = false;
                 }
                 true
             });
@@ -750,13 +732,9 @@ impl Handler<Attach> for AgentActor {
             });
         }
         let snap = self.term.snapshot();
+        let seq = snap.seq;
         msg.tx
-            .try_send(ServerFrame::Snapshot {
-                seq: snap.seq,
-                cols: snap.cols,
-                rows: snap.rows,
-                data: snap.data,
-            })
+            .try_send(snap.into())
             .map_err(|_| ErrorInfo::new(ErrorCode::Internal, "attach queue unavailable"))?;
         if self.engine.current().0.is_terminal() {
             let _ = msg.tx.try_send(ServerFrame::Exited {
@@ -770,7 +748,7 @@ impl Handler<Attach> for AgentActor {
         let kind = if msg.direct && self.holder.is_some() {
             let _ = msg.tx.try_send(ServerFrame::Direct {
                 socket: self.cfg.dir.socket().display().to_string(),
-                seq: snap.seq,
+                seq,
             });
             SubKind::Control
         } else {
@@ -861,15 +839,11 @@ impl Handler<ResyncDirect> for AgentActor {
     type Result = ();
     fn handle(&mut self, msg: ResyncDirect, _: &mut Context<Self>) {
         let snap = self.term.snapshot();
-        let _ = msg.tx.try_send(ServerFrame::Snapshot {
-            seq: snap.seq,
-            cols: snap.cols,
-            rows: snap.rows,
-            data: snap.data,
-        });
+        let seq = snap.seq;
+        let _ = msg.tx.try_send(snap.into());
         let _ = msg.tx.try_send(ServerFrame::Direct {
             socket: self.cfg.dir.socket().display().to_string(),
-            seq: snap.seq,
+            seq,
         });
     }
 }

@@ -59,6 +59,17 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
+impl From<Snapshot> for agentos_proto::ServerFrame {
+    fn from(s: Snapshot) -> Self {
+        agentos_proto::ServerFrame::Snapshot {
+            seq: s.seq,
+            cols: s.cols,
+            rows: s.rows,
+            data: s.data,
+        }
+    }
+}
+
 pub struct TermModel {
     parser: vt100::Parser<Signals>,
     seq: u64,
