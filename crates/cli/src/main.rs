@@ -1265,7 +1265,15 @@ fn run_hook(
         {
             let _ = writeln!(f, "{line}");
         }
-        if let Ok(Some(mut c)) = Client::connect(home) {
+        // A transient failure (a daemon restarting) is retried briefly; the
+        // event is in hooks.jsonl either way, and a new daemon replays it.
+        let client = (0..3).find_map(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Client::connect(home).ok()
+        });
+        if let Some(Some(mut c)) = client {
             let _ = c.stream.set_read_timeout(Some(Duration::from_secs(2)));
             let _ = c.send(&ClientFrame::Request(Request::Hook {
                 agent_id: agent_id.to_string(),
