@@ -81,7 +81,7 @@ pub struct TermModel {
     /// The main screen as it was when the alternate screen was entered
     /// (`CSI ? 1049 h`): the main grid is frozen while the alternate one is
     /// shown, so a snapshot can rebuild both.
-    main_at_alt_entry: Option<Vec<u8>>,
+    main_at_alt_entry: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 const ALT_ENTER: &[u8] = b"\x1b[?1049h";
@@ -197,7 +197,9 @@ impl TermModel {
         while let Some(i) = memchr::memmem::find(rest, ALT_ENTER) {
             self.parser.process(&rest[..i]);
             if !self.parser.screen().alternate_screen() {
-                self.main_at_alt_entry = Some(self.parser.screen().state_formatted());
+                let screen = self.parser.screen();
+                self.main_at_alt_entry =
+                    Some((screen.state_formatted(), screen.attributes_formatted()));
             }
             self.parser.process(&rest[i..i + ALT_ENTER.len()]);
             rest = &rest[i + ALT_ENTER.len()..];
@@ -275,12 +277,25 @@ impl TermModel {
         // Reset to a known state: leave any alternate screen, clear, home.
         data.extend_from_slice(b"\x1b[?1049l\x1b[0m\x1b[H\x1b[2J");
         if screen.alternate_screen() {
-            if let Some(main) = &self.main_at_alt_entry {
+            if let Some((main, _)) = &self.main_at_alt_entry {
                 data.extend_from_slice(main);
             }
             data.extend_from_slice(ALT_ENTER);
         }
         data.extend_from_slice(&screen.state_formatted());
+        if screen.alternate_screen()
+            && let Some((_, main_pen)) = &self.main_at_alt_entry
+        {
+            // The formatted state may use DECSC/DECRC internally; where the
+            // saved attributes are shared between screens (vt100, many
+            // emulators) that clobbers what `1049h` saved for the main
+            // screen. Save the main screen's pen again, then restore the
+            // alternate screen's pen.
+            data.extend_from_slice(b"\x1b[m");
+            data.extend_from_slice(main_pen);
+            data.extend_from_slice(b"\x1b7\x1b[m");
+            data.extend_from_slice(&screen.attributes_formatted());
+        }
         data.extend_from_slice(&self.pending);
         Snapshot {
             seq: self.seq,
@@ -394,7 +409,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(2048))]
         /// Snapshot at a random cut point + the remaining deltas renders the
         /// same screen as replaying the full stream.
         #[test]
