@@ -140,13 +140,20 @@ impl NodeActor {
         if let Some(a) = self.docs.get(ws_id) {
             return a.clone();
         }
+        self.start_doc(ws_id).0
+    }
+
+    /// Load a workspace document and start its actor; also returns the
+    /// agents it held at load time (for recovery).
+    fn start_doc(&mut self, ws_id: &str) -> (Addr<DocActor>, Vec<AgentRecord>) {
         let (actor, notice) = DocActor::load(ws_id, self.store.clone(), self.actor_id);
         if let Some(n) = notice {
             self.notices.push(n);
         }
+        let agents = actor.agents();
         let addr = actor.start();
         self.docs.insert(ws_id.to_string(), addr.clone());
-        addr
+        (addr, agents)
     }
 
     fn find(&self, name: &str) -> Result<&AgentEntry, ErrorInfo> {
@@ -207,11 +214,8 @@ impl NodeActor {
     pub fn recover(&mut self, ctx: &mut Context<Self>) {
         let mut known: HashMap<String, String> = HashMap::new();
         for (ws_id, _) in self.store.workspaces() {
-            let doc = self.doc(&ws_id);
-            let _ = doc;
-            // Load synchronously from the store for startup (the actor owns it afterwards).
-            let (tmp, _) = DocActor::load(&ws_id, self.store.clone(), self.actor_id);
-            for rec in tmp.agents() {
+            let (_, agents) = self.start_doc(&ws_id);
+            for rec in agents {
                 known.insert(rec.id.0.clone(), ws_id.clone());
                 if let Some(w) = &rec.worktree {
                     self.known_repo_roots.insert(w.repo_root.clone());
@@ -220,15 +224,14 @@ impl NodeActor {
                     continue;
                 }
                 self.start_actor(rec, ws_id.clone(), ctx, 0, 0);
-                self.replay_hooks_later(ctx);
             }
         }
         // Agents whose run directory exists but whose record is missing (a
         // damaged or lost store): rebuild the record from the spec.
-        let Ok(rd) = std::fs::read_dir(self.home.run_dir()) else {
-            return;
-        };
-        for entry in rd.filter_map(|e| e.ok()) {
+        let entries = std::fs::read_dir(self.home.run_dir())
+            .map(|rd| rd.filter_map(|e| e.ok()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for entry in entries {
             let id = entry.file_name().to_string_lossy().into_owned();
             if known.contains_key(&id) || entry.path().join("removed").exists() {
                 continue;
@@ -1487,12 +1490,11 @@ impl NodeActor {
         for saved in s.agents {
             if let Ok(e) = self.find(&saved.name) {
                 let id = e.record.id.0.clone();
-                let holder_alive = e.record.state.state.is_terminal().not_then(|| {
-                    std::os::unix::net::UnixStream::connect(
+                let holder_alive = !e.record.state.state.is_terminal()
+                    && std::os::unix::net::UnixStream::connect(
                         AgentDir(self.home.agent_dir(&id)).socket(),
                     )
-                    .is_ok()
-                });
+                    .is_ok();
                 if holder_alive {
                     out.push((id, false));
                     continue;
@@ -1533,15 +1535,5 @@ impl NodeActor {
             out.push((id, false));
         }
         Ok(out)
-    }
-}
-
-trait NotThen {
-    fn not_then(self, f: impl FnOnce() -> bool) -> bool;
-}
-
-impl NotThen for bool {
-    fn not_then(self, f: impl FnOnce() -> bool) -> bool {
-        if self { false } else { f() }
     }
 }
