@@ -999,6 +999,23 @@ impl Handler<Hook> for AgentActor {
     }
 }
 
+/// The node stopped the agent for a reason (a resource limit): it becomes
+/// `error` with that reason, whatever its exit code will be.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fail {
+    pub message: String,
+}
+
+impl Handler<Fail> for AgentActor {
+    type Result = ();
+    fn handle(&mut self, msg: Fail, ctx: &mut Context<Self>) {
+        warn!(agent = %self.cfg.name, reason = %msg.message, "agent failed");
+        self.engine.on_error(msg.message, now_ms());
+        self.emit_state(ctx);
+    }
+}
+
 /// Signal the agent's process group.
 #[derive(Message)]
 #[rtype(result = "Result<(), ErrorInfo>")]

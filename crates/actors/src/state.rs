@@ -179,6 +179,15 @@ impl StateEngine {
 
     pub fn on_exit(&mut self, code: i32, now_ms: u64) {
         self.alive = false;
+        // An error already decided (a limit that stopped the agent) explains
+        // this exit better than its code.
+        if self
+            .final_state
+            .as_ref()
+            .is_some_and(|o| matches!(o.state, AgentState::Error { .. }))
+        {
+            return;
+        }
         self.final_state = Some(Opinion {
             state: AgentState::Exited { code },
             source: "process".into(),

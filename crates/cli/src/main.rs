@@ -4,6 +4,7 @@
 
 mod attach;
 mod client;
+mod security;
 
 use agentos_node::config;
 use agentos_node::definitions::{Catalog, builtin_presets, find_preset, which};
@@ -64,6 +65,10 @@ enum Cmd {
         /// Do not attach after creating.
         #[arg(long, short = 'd')]
         detach: bool,
+        /// Extend the sandbox's allow-list: `<path>[:ro|:rw]` (read-only by
+        /// default); repeatable.
+        #[arg(long = "allow-path", value_name = "PATH[:ro|:rw]")]
+        allow_path: Vec<String>,
         /// The command to run instead of the agent type's own.
         #[arg(last = true)]
         command: Vec<String>,
@@ -148,6 +153,11 @@ enum Cmd {
     Overlaps,
     /// Find worktrees that no agent uses and the disk space they take.
     Gc,
+    /// The sandbox policy in force for an agent.
+    #[command(subcommand)]
+    Policy(security::PolicyCmd),
+    /// What sandboxed agents did and were stopped from doing.
+    Audit(security::AuditArgs),
     /// Save and restore named sets of agents.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -167,11 +177,15 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Internal: apply the sandbox policy (JSON file) to this process, then exec the command.
+    /// Internal: the sandbox launcher. With `--spec`, the whole sandbox
+    /// (cgroup, namespaces, capabilities, Landlock, seccomp); with
+    /// `--policy`, Landlock alone (inside a container). Then exec the command.
     #[command(hide = true)]
     SandboxExec {
+        #[arg(long, conflicts_with = "spec", required_unless_present = "spec")]
+        policy: Option<PathBuf>,
         #[arg(long)]
-        policy: PathBuf,
+        spec: Option<PathBuf>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -339,7 +353,15 @@ fn local(code: ErrorCode, msg: impl std::fmt::Display) -> Failure {
 fn run(ctx: &Ctx, cmd: Cmd) -> Res {
     match cmd {
         Cmd::Shim { dir } => run_shim(&dir),
-        Cmd::SandboxExec { policy, command } => sandbox_exec(&policy, &command),
+        Cmd::SandboxExec {
+            policy,
+            spec,
+            command,
+        } => match (spec, policy) {
+            (Some(spec), _) => sandbox_launch(&spec, &command),
+            (None, Some(policy)) => sandbox_exec(&policy, &command),
+            (None, None) => Err(local(ErrorCode::InvalidArgument, "--spec or --policy")),
+        },
         Cmd::Hook {
             agent_id,
             event,
@@ -354,8 +376,11 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
             isolation,
             cwd,
             detach,
+            allow_path,
             command,
-        } => create(ctx, name, agent, preset, isolation, cwd, detach, command),
+        } => create(
+            ctx, name, agent, preset, isolation, cwd, detach, allow_path, command,
+        ),
         Cmd::List { all } => {
             let mut c = ctx.client()?;
             let Response::Agents { agents } = c.request(Request::List { all })? else {
@@ -568,6 +593,8 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
             }
             Ok(0)
         }
+        Cmd::Policy(p) => security::policy_cmd(ctx, p),
+        Cmd::Audit(a) => security::audit_cmd(ctx, a),
         Cmd::Session(s) => session_cmd(ctx, s),
         Cmd::Agents(a) => agents_cmd(ctx, a),
         Cmd::Config(c) => config_cmd(ctx, c),
@@ -643,6 +670,7 @@ fn create(
     isolation: Option<IsolationArg>,
     cwd: Option<PathBuf>,
     detach: bool,
+    allow_paths: Vec<String>,
     command: Vec<String>,
 ) -> Res {
     let cwd = match cwd {
@@ -686,6 +714,7 @@ fn create(
                 env: client_env(),
                 cols,
                 rows,
+                allow_paths: allow_paths.clone(),
             });
         }
     } else {
@@ -699,6 +728,7 @@ fn create(
             env: client_env(),
             cols,
             rows,
+            allow_paths,
         });
     }
     let mut c = ctx.client()?;
@@ -1173,7 +1203,60 @@ fn config_cmd(ctx: &Ctx, c: ConfigCmd) -> Res {
     }
 }
 
-/// `agentos sandbox-exec`: restrict this process, then become the agent.
+/// `agentos sandbox-exec --spec`: build the agent's sandbox around this
+/// process, tell the node (which opens the proxy inside the new network
+/// namespace and starts auditing this run), lock it down, become the agent.
+/// Fails closed: on any error nothing is executed.
+fn sandbox_launch(spec_path: &std::path::Path, command: &[String]) -> Res {
+    use agentos_sandbox::launch;
+    use std::os::unix::process::CommandExt;
+    let unavailable = |e: String| local(ErrorCode::IsolationUnavailable, e);
+    let text = std::fs::read(spec_path).map_err(|e| {
+        unavailable(format!(
+            "cannot read the sandbox spec {}: {e}",
+            spec_path.display()
+        ))
+    })?;
+    let spec: agentos_sandbox::SandboxSpec = serde_json::from_slice(&text)
+        .map_err(|e| unavailable(format!("invalid sandbox spec: {e}")))?;
+    let entered = launch::enter(&spec).map_err(|e| unavailable(e.to_string()))?;
+    let node = Home {
+        root: std::path::PathBuf::new(),
+        socket: spec.node_socket.clone(),
+    };
+    let mut client = Client::connect(&node)?.ok_or_else(|| {
+        unavailable(format!(
+            "the node's channel {} is not there; the agent was not started",
+            spec.node_socket.display()
+        ))
+    })?;
+    let _ = client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)));
+    client
+        .request(Request::SandboxReady {
+            agent_id: spec.agent_id.clone(),
+            pid: std::process::id(),
+            audit_session: entered.audit_session,
+        })
+        .map_err(|e| {
+            unavailable(format!(
+                "the node did not set up the sandbox: {}",
+                e.message
+            ))
+        })?;
+    drop(client);
+    launch::restrict(&spec).map_err(|e| unavailable(e.to_string()))?;
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    Err(local(
+        ErrorCode::SpawnFailed,
+        format!("cannot run {}: {err}", command[0]),
+    ))
+}
+
+/// `agentos sandbox-exec --policy`: restrict this process, then become the agent.
 /// Fails closed: if the policy cannot be enforced, nothing is executed.
 fn sandbox_exec(policy: &std::path::Path, command: &[String]) -> Res {
     use std::os::unix::process::CommandExt;

@@ -14,6 +14,123 @@ pub struct Config {
     /// A project's own `[workspace]` table (id shared by all clones).
     pub workspace: Workspace,
     pub isolation: IsolationConfig,
+    pub security: Security,
+}
+
+/// `[security]`: the sandbox of agents in worktrees. A project's own
+/// `.agentos/config.toml` is repository content, so it may only tighten
+/// this (add blocked hosts and paths, lower limits), never loosen it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Security {
+    /// Extra allowed paths, `path[:ro|:rw]` (read-only by default).
+    pub allow_paths: Vec<String>,
+    /// Extra blocked paths, on top of the built-in list.
+    pub blocked_paths: Vec<String>,
+    /// `false` cuts agents off the network entirely.
+    pub allow_outbound: bool,
+    /// When not empty, the only hosts agents may reach (`github.com`, `*.npmjs.org`).
+    pub allowed_hosts: Vec<String>,
+    /// Hosts agents may never reach; wins over `allowed_hosts`.
+    pub blocked_hosts: Vec<String>,
+    /// `proxy` (an empty network namespace plus the node's filtering proxy)
+    /// or `host` (the host's network, unfiltered; an explicit opt-out).
+    pub network: String,
+    /// Memory per agent (`2G`); empty for none.
+    pub max_memory: String,
+    /// CPU per agent in percent of one core (`150`); 0 for none.
+    pub max_cpu_percent: u32,
+    /// Processes per agent; 0 for none.
+    pub max_processes: u64,
+    /// Disk writes per agent per second (`50M`), where the kernel allows it.
+    pub max_disk_write: String,
+    /// Paths in the user's home each agent type sees in its own HOME, in
+    /// addition to its definition's (`.config/foo`).
+    pub home_paths: Vec<String>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            allow_paths: vec![],
+            blocked_paths: vec![],
+            allow_outbound: true,
+            allowed_hosts: vec![],
+            blocked_hosts: vec![],
+            network: "proxy".into(),
+            max_memory: String::new(),
+            max_cpu_percent: 0,
+            max_processes: 4096,
+            max_disk_write: String::new(),
+            home_paths: vec![],
+        }
+    }
+}
+
+impl Security {
+    /// Apply a project's `[security]` keys, only in the tightening direction.
+    fn tighten(&mut self, project: &Security, keys: &toml::Table) {
+        let set = |k: &str| keys.contains_key(k);
+        if set("blocked_paths") {
+            self.blocked_paths
+                .extend(project.blocked_paths.iter().cloned());
+        }
+        if set("blocked_hosts") {
+            self.blocked_hosts
+                .extend(project.blocked_hosts.iter().cloned());
+        }
+        if set("allow_outbound") {
+            self.allow_outbound &= project.allow_outbound;
+        }
+        if set("allowed_hosts") && self.allowed_hosts.is_empty() {
+            // An allow-list where there was none narrows.
+            self.allowed_hosts = project.allowed_hosts.clone();
+        }
+        if set("network") && project.network == "proxy" {
+            self.network = "proxy".into();
+        }
+        let min = |a: u64, b: u64| match (a, b) {
+            (0, b) => b,
+            (a, 0) => a,
+            (a, b) => a.min(b),
+        };
+        if set("max_processes") {
+            self.max_processes = min(self.max_processes, project.max_processes);
+        }
+        if set("max_cpu_percent") {
+            self.max_cpu_percent =
+                min(self.max_cpu_percent as u64, project.max_cpu_percent as u64) as u32;
+        }
+        let size = |s: &str| agentos_sandbox::cgroup::parse_size(s).unwrap_or(0);
+        if set("max_memory") && !project.max_memory.is_empty() {
+            let (a, b) = (size(&self.max_memory), size(&project.max_memory));
+            if a == 0 || (b > 0 && b < a) {
+                self.max_memory = project.max_memory.clone();
+            }
+        }
+        if set("max_disk_write") && !project.max_disk_write.is_empty() {
+            let (a, b) = (size(&self.max_disk_write), size(&project.max_disk_write));
+            if a == 0 || (b > 0 && b < a) {
+                self.max_disk_write = project.max_disk_write.clone();
+            }
+        }
+    }
+
+    /// Check values a type cannot (sizes, the network mode).
+    pub fn validate(&self) -> Result<(), String> {
+        for s in [&self.max_memory, &self.max_disk_write] {
+            if !s.is_empty() {
+                agentos_sandbox::cgroup::parse_size(s)?;
+            }
+        }
+        if self.network != "proxy" && self.network != "host" {
+            return Err(format!(
+                "security.network must be \"proxy\" or \"host\", not \"{}\"",
+                self.network
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,18 +272,39 @@ pub fn project_config_path(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Load the global config, then the project override for `project_dir`.
+/// The project's `[security]` can only tighten the global one.
 pub fn load(global: &Path, project_dir: Option<&Path>) -> Result<Config, ConfigError> {
     let mut table = toml::Table::new();
+    let mut global_cfg = Config::default();
     if let Some(t) = read_table(global)? {
-        parse(t.clone(), global)?;
+        global_cfg = parse(t.clone(), global)?;
         merge(&mut table, t);
     }
+    let invalid = |path: &Path, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    global_cfg
+        .security
+        .validate()
+        .map_err(|m| invalid(global, m))?;
     if let Some(p) = project_dir.and_then(project_config_path) {
+        let mut cfg = global_cfg.clone();
         if let Some(t) = read_table(&p)? {
-            parse(t.clone(), &p)?;
+            let project = parse(t.clone(), &p)?;
+            project.security.validate().map_err(|m| invalid(&p, m))?;
+            let mut t = t;
+            let sec = match t.remove("security") {
+                Some(toml::Value::Table(s)) => s,
+                _ => toml::Table::new(),
+            };
             merge(&mut table, t);
+            table.remove("security");
+            cfg = parse(table, &p)?;
+            cfg.security = global_cfg.security.clone();
+            cfg.security.tighten(&project.security, &sec);
         }
-        return parse(table, &p);
+        return Ok(cfg);
     }
     parse(table, global)
 }
@@ -288,6 +426,32 @@ mod tests {
         std::fs::write(&global, "[general]\ndefualt_agent = 1\n").unwrap();
         let err = load(&global, None).unwrap_err().to_string();
         assert!(err.contains("defualt_agent"), "{err}");
+    }
+
+    #[test]
+    fn a_project_can_only_tighten_security() {
+        let dir = tempfile::tempdir().unwrap();
+        let global = dir.path().join("config.toml");
+        std::fs::write(
+            &global,
+            "[security]\nmax_processes = 100\nallowed_hosts = []\nallow_paths = [\"/opt/x\"]\n",
+        )
+        .unwrap();
+        let proj = dir.path().join("proj");
+        std::fs::create_dir_all(proj.join(".agentos")).unwrap();
+        std::fs::write(
+            proj.join(".agentos/config.toml"),
+            "[security]\nmax_processes = 5000\nallow_paths = [\"/\"]\nnetwork = \"host\"\nblocked_hosts = [\"evil.com\"]\nmax_memory = \"1G\"\n",
+        )
+        .unwrap();
+        let cfg = load(&global, Some(&proj)).unwrap();
+        assert_eq!(cfg.security.max_processes, 100);
+        assert_eq!(cfg.security.allow_paths, vec!["/opt/x".to_string()]);
+        assert_eq!(cfg.security.network, "proxy");
+        assert_eq!(cfg.security.blocked_hosts, vec!["evil.com".to_string()]);
+        assert_eq!(cfg.security.max_memory, "1G");
+        std::fs::write(&global, "[security]\nmax_memory = \"lots\"\n").unwrap();
+        assert!(load(&global, None).is_err());
     }
 
     #[test]

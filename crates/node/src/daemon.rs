@@ -135,7 +135,7 @@ pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError
         let node = NodeActor::new(home2, exe, store, cfg, notices, device).start();
         match tokio::net::UnixListener::from_std(std_listener) {
             Ok(listener) => {
-                actix::spawn(crate::ipc::serve(listener, node));
+                actix::spawn(crate::ipc::serve(listener, node, crate::ipc::Scope::Full));
             }
             Err(e) => {
                 error!(error = %e, "cannot listen");

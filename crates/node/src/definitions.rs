@@ -101,6 +101,10 @@ pub struct AgentDefinition {
     pub enter_delay_ms: u64,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Paths in the user's home (its configuration and login) that the
+    /// agent sees in its own HOME inside the sandbox, read-write.
+    #[serde(default)]
+    pub home_paths: Vec<String>,
     /// Where it came from (`builtin` or a file path); not part of the TOML.
     #[serde(skip)]
     pub origin: String,

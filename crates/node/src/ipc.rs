@@ -17,8 +17,18 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+/// Who is on the other end of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The user (the node's own socket, mode 0600).
+    Full,
+    /// A sandboxed agent (its `agent.sock`): it may only report its own
+    /// hooks and its launcher's handshake, always as itself.
+    Agent { agent_id: String },
+}
+
 /// Accept connections forever.
-pub async fn serve(listener: UnixListener, node: Addr<NodeActor>) {
+pub async fn serve(listener: UnixListener, node: Addr<NodeActor>, scope: Scope) {
     let mut next_id = 1u64;
     loop {
         match listener.accept().await {
@@ -26,8 +36,15 @@ pub async fn serve(listener: UnixListener, node: Addr<NodeActor>) {
                 let node = node.clone();
                 let id = next_id;
                 next_id += 1;
+                let scope = scope.clone();
                 actix::spawn(async move {
-                    if let Err(e) = connection(stream, node, id).await {
+                    let r = match scope {
+                        Scope::Full => connection(stream, node, id).await,
+                        Scope::Agent { agent_id } => {
+                            agent_connection(stream, node, id, agent_id).await
+                        }
+                    };
+                    if let Err(e) = r {
                         debug!(conn = id, error = %e, "connection ended");
                     }
                 });
@@ -37,11 +54,7 @@ pub async fn serve(listener: UnixListener, node: Addr<NodeActor>) {
     }
 }
 
-async fn connection(
-    mut stream: UnixStream,
-    node: Addr<NodeActor>,
-    id: u64,
-) -> Result<(), WireError> {
+async fn handshake(stream: &mut UnixStream, id: u64) -> Result<(), WireError> {
     let mut hello = [0u8; 8];
     stream.read_exact(&mut hello).await?;
     // Always answer with our own hello so the client can name the mismatch.
@@ -52,6 +65,79 @@ async fn connection(
         warn!(conn = id, error = %e, "client rejected at hello");
         return Err(e);
     }
+    Ok(())
+}
+
+/// A sandboxed agent's connection: hooks and the launcher handshake only.
+async fn agent_connection(
+    mut stream: UnixStream,
+    node: Addr<NodeActor>,
+    id: u64,
+    agent_id: String,
+) -> Result<(), WireError> {
+    handshake(&mut stream, id).await?;
+    loop {
+        let frame = match read_frame_async::<ClientFrame, _>(&mut stream).await {
+            Ok(f) => f,
+            Err(WireError::Closed) => return Ok(()),
+            Err(e) => {
+                warn!(conn = id, agent = %agent_id, error = %e, "malformed frame from a sandboxed agent");
+                let _ = write_frame_async(
+                    &mut stream,
+                    &ServerFrame::Response(Response::Error {
+                        error: ErrorInfo::new(ErrorCode::BadFrame, e.to_string()),
+                    }),
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        let req = match frame {
+            // Whatever id the agent claims, it speaks for itself.
+            ClientFrame::Request(Request::Hook { event, payload, .. }) => Request::Hook {
+                agent_id: agent_id.clone(),
+                event,
+                payload,
+            },
+            ClientFrame::Request(Request::SandboxReady {
+                pid, audit_session, ..
+            }) => Request::SandboxReady {
+                agent_id: agent_id.clone(),
+                pid,
+                audit_session,
+            },
+            ClientFrame::Request(Request::Ping) => Request::Ping,
+            other => {
+                warn!(conn = id, agent = %agent_id, frame = ?std::mem::discriminant(&other), "sandboxed agent tried a request it may not make");
+                write_frame_async(
+                    &mut stream,
+                    &ServerFrame::Response(Response::Error {
+                        error: ErrorInfo::new(
+                            ErrorCode::PermissionDenied,
+                            "a sandboxed agent's channel only carries its own hooks",
+                        ),
+                    }),
+                )
+                .await?;
+                continue;
+            }
+        };
+        let r = node
+            .send(ClientRequest { req })
+            .await
+            .unwrap_or(Response::Error {
+                error: ErrorInfo::new(ErrorCode::Internal, "the node is shutting down"),
+            });
+        write_frame_async(&mut stream, &ServerFrame::Response(r)).await?;
+    }
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    node: Addr<NodeActor>,
+    id: u64,
+) -> Result<(), WireError> {
+    handshake(&mut stream, id).await?;
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(SUBSCRIBER_QUEUE);
     let writer = actix::spawn(async move {

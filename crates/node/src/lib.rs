@@ -1,6 +1,7 @@
 //! The AgentOS node (daemon): composition root, local IPC server, storage,
 //! configuration, agent definitions and per-session hook injection.
 
+pub mod audit_log;
 pub mod config;
 pub mod daemon;
 pub mod definitions;
@@ -8,7 +9,9 @@ pub mod doc_actor;
 pub mod hooks;
 pub mod ipc;
 pub mod paths;
+pub mod proxy;
 pub mod registry;
+pub mod sandboxing;
 pub mod store;
 pub mod workspace;
 pub mod worktree;

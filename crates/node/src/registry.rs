@@ -24,6 +24,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 mod git_ops;
+mod sandbox_ops;
 
 /// Seconds a polite stop (SIGTERM) gets before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -48,6 +49,14 @@ pub struct NodeActor {
     device: String,
     /// Repositories that have (or had) agent worktrees, for `gc`.
     known_repo_roots: std::collections::BTreeSet<String>,
+    /// Our own address (for the agents' channels).
+    me: Option<Addr<NodeActor>>,
+    /// The node side of each sandboxed agent.
+    sandboxes: HashMap<String, sandbox_ops::SandboxRuntime>,
+    audit: Addr<crate::audit_log::AuditActor>,
+    kernel_audit: crate::audit_log::KernelAudit,
+    proxy_events: tokio::sync::mpsc::Sender<crate::proxy::ProxyEvent>,
+    proxy_events_rx: Option<tokio::sync::mpsc::Receiver<crate::proxy::ProxyEvent>>,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -117,6 +126,8 @@ impl NodeActor {
         let _ = getrandom::fill(&mut a);
         a[0] |= 1;
         let actor_id = ActorId(a);
+        let audit = crate::audit_log::AuditActor::new(store.clone()).start();
+        let (proxy_events, proxy_events_rx) = tokio::sync::mpsc::channel(1024);
         NodeActor {
             home,
             exe,
@@ -129,6 +140,12 @@ impl NodeActor {
             notices: std::mem::take(&mut notices),
             device,
             known_repo_roots: Default::default(),
+            me: None,
+            sandboxes: HashMap::new(),
+            audit,
+            kernel_audit: crate::audit_log::KernelAudit::Unavailable("not started".into()),
+            proxy_events,
+            proxy_events_rx: Some(proxy_events_rx),
         }
     }
 
@@ -338,7 +355,7 @@ impl NodeActor {
 
     /// Full argv for one run: base command + hook injection + resume args.
     fn launch(
-        &self,
+        &mut self,
         record: &AgentRecord,
         def: Option<&AgentDefinition>,
         client_env: &[(String, String)],
@@ -376,6 +393,8 @@ impl NodeActor {
         ));
         env.push(("AGENTOS_AGENT_ID".into(), record.id.0.clone()));
         env.push(("AGENTOS_AGENT_NAME".into(), record.name.clone()));
+        // In a worktree the agent runs in its sandbox (the launcher wraps it).
+        self.sandbox_launch(record, def, &mut argv, &mut env)?;
         // Later entries win.
         let mut dedup: Vec<(String, String)> = Vec::new();
         for (k, v) in env {
@@ -564,6 +583,9 @@ impl NodeActor {
         let placeholder_ws = ws.id.clone();
         std::fs::create_dir_all(self.home.agent_dir(&id))
             .map_err(|e| err(ErrorCode::SpawnFailed, e.to_string()))?;
+        if !spec.allow_paths.is_empty() {
+            sandbox_ops::save_allow_paths(&self.home.agent_dir(&id), &spec.allow_paths)?;
+        }
         self.agents.insert(
             id.clone(),
             AgentEntry {
@@ -600,7 +622,17 @@ impl Actor for NodeActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
         let _span = tracing::info_span!("node").entered();
+        self.me = Some(ctx.address());
+        self.kernel_audit = crate::audit_log::start_kernel_reader(self.audit.clone());
+        if let crate::audit_log::KernelAudit::Unavailable(why) = &self.kernel_audit {
+            info!(%why, "kernel audit records unavailable");
+        }
+        if let Some(rx) = self.proxy_events_rx.take() {
+            self.start_proxy_forwarder(rx);
+        }
         self.recover(ctx);
+        self.sandbox_recover();
+        ctx.run_interval(Duration::from_millis(500), |act, _| act.sandbox_watch());
         info!(agents = self.agents.len(), "node started");
     }
 }
@@ -615,6 +647,9 @@ impl Handler<AgentEvent> for NodeActor {
             } => {
                 if let Some(e) = self.agents.get_mut(&agent_id) {
                     e.record.state = transition.clone();
+                }
+                if transition.state.is_terminal() {
+                    self.sandbox_run_ended(&agent_id);
                 }
                 if let Some(doc) = self.ws_doc_of(&agent_id) {
                     let _ = doc.try_send(Apply {
@@ -994,6 +1029,7 @@ impl Handler<ClientRequest> for NodeActor {
                                         }
                                     }
                                 }
+                                act.sandbox_destroyed(&id);
                                 let doc = act.ws_doc_of(&id);
                                 let entry = act.agents.remove(&id);
                                 let dir = act.home.agent_dir(&id);
@@ -1159,6 +1195,43 @@ impl Handler<ClientRequest> for NodeActor {
                     )
                 }
             },
+            Request::SandboxReady {
+                agent_id,
+                pid,
+                audit_session,
+            } => ready(self.sandbox_ready(&agent_id, pid, audit_session)),
+            Request::PolicyShow { name } => ready(match self.policy_view(&name) {
+                Ok(policy) => Response::Policy { policy },
+                Err(e) => error_response(e),
+            }),
+            Request::Audit {
+                agent,
+                since_ms,
+                after,
+                limit,
+            } => {
+                let agent_id = match agent.as_deref().map(|n| self.find(n)) {
+                    None => None,
+                    Some(Ok(e)) => Some(e.record.id.0.clone()),
+                    Some(Err(e)) => return ready(error_response(e)),
+                };
+                let audit = self.audit.clone();
+                Box::pin(
+                    async move {
+                        let records = audit
+                            .send(crate::audit_log::Query {
+                                agent_id,
+                                since_ms,
+                                after,
+                                limit: limit.clamp(1, 100_000) as usize,
+                            })
+                            .await
+                            .unwrap_or_default();
+                        Response::AuditRecords { records }
+                    }
+                    .into_actor(self),
+                )
+            }
             Request::Hook {
                 agent_id,
                 event,
@@ -1520,6 +1593,7 @@ impl NodeActor {
                 extra_args: vec![],
                 cwd: saved.cwd.clone(),
                 isolation: agentos_proto::Isolation::None,
+                allow_paths: vec![],
                 env: env
                     .iter()
                     .map(|(k, v)| EnvVar {

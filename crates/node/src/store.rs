@@ -27,6 +27,7 @@ pub struct Store {
     db: sled::Db,
     docs: sled::Tree,
     meta: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -94,7 +95,58 @@ impl Store {
         };
         let docs = db.open_tree("docs")?;
         let meta = db.open_tree("meta")?;
-        Ok((Store { db, docs, meta }, notice))
+        let audit = db.open_tree("audit")?;
+        Ok((
+            Store {
+                db,
+                docs,
+                meta,
+                audit,
+            },
+            notice,
+        ))
+    }
+
+    /// Append audit records; each gets the next cursor (`seq`).
+    pub fn append_audit(
+        &self,
+        records: &mut [agentos_proto::AuditRecord],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for r in records.iter_mut() {
+            r.seq = self.db.generate_id()? + 1;
+            let value = serde_json::to_vec(r).unwrap_or_default();
+            batch.insert(&r.seq.to_be_bytes(), value);
+        }
+        self.audit.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Audit records after cursor `after`, oldest first, filtered.
+    pub fn audit_records(
+        &self,
+        agent_id: Option<&str>,
+        since_ms: Option<u64>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Vec<agentos_proto::AuditRecord> {
+        let start = after.map(|a| a + 1).unwrap_or(0).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.audit.range(start..) {
+            let Ok((_, v)) = item else { break };
+            let Ok(r) = serde_json::from_slice::<agentos_proto::AuditRecord>(&v) else {
+                continue;
+            };
+            if agent_id.is_some_and(|a| a != r.agent_id) || since_ms.is_some_and(|s| r.ts_ms < s) {
+                continue;
+            }
+            out.push(r);
+        }
+        // The newest `limit`, still oldest first.
+        if out.len() > limit {
+            out.drain(..out.len() - limit);
+        }
+        out
     }
 
     /// This install's Automerge actor id, created once.

@@ -48,6 +48,9 @@ pub enum ErrorCode {
     UnmergedWork,
     /// E020: a git operation (worktree, diff, merge) failed or was refused.
     Git,
+    /// E021: the caller may not do this (a sandboxed agent's channel, a
+    /// share link without the permission).
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -74,6 +77,7 @@ impl ErrorCode {
             ErrorCode::IsolationUnavailable => "E018",
             ErrorCode::UnmergedWork => "E019",
             ErrorCode::Git => "E020",
+            ErrorCode::PermissionDenied => "E021",
         }
     }
 
@@ -143,6 +147,9 @@ impl ErrorCode {
             ErrorCode::Git => {
                 "see the message above; `agentos diff <name>` shows the agent's changes"
             }
+            ErrorCode::PermissionDenied => {
+                "ask the owner for the permission; sandboxed agents may only report hooks"
+            }
         }
     }
 }
@@ -210,6 +217,7 @@ mod tests {
             ErrorCode::IsolationUnavailable,
             ErrorCode::UnmergedWork,
             ErrorCode::Git,
+            ErrorCode::PermissionDenied,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort();

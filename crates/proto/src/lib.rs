@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 
 /// Version of the client ⇄ daemon and daemon ⇄ holder protocols. Bump on any
 /// change to the message enums below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Hello magic for a CLI (or any) client talking to the daemon.
 pub const CLIENT_MAGIC: [u8; 4] = *b"AGOS";
 /// Hello magic for the daemon talking to a PTY holder.

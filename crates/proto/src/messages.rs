@@ -49,6 +49,8 @@ pub struct CreateSpec {
     pub env: Vec<EnvVar>,
     pub cols: u16,
     pub rows: u16,
+    /// `--allow-path <p>[:ro|:rw]` entries, added to the sandbox's allow-list.
+    pub allow_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +181,25 @@ pub enum Request {
         payload: String,
     },
     Restore,
+    /// From an agent's sandbox launcher on its restricted channel: the
+    /// agent's namespaces exist (the node may now open the proxy inside).
+    SandboxReady {
+        agent_id: String,
+        pid: u32,
+        audit_session: Option<u32>,
+    },
+    /// `agentos audit`: stored audit records, oldest first.
+    Audit {
+        agent: Option<String>,
+        since_ms: Option<u64>,
+        /// Only records after this cursor (for `--follow`).
+        after: Option<u64>,
+        limit: u32,
+    },
+    /// `agentos policy show <name>`.
+    PolicyShow {
+        name: String,
+    },
     SessionSave {
         name: String,
         agents: Vec<String>,
@@ -237,6 +258,74 @@ pub enum Response {
     Error {
         error: ErrorInfo,
     },
+    AuditRecords {
+        records: Vec<AuditRecord>,
+    },
+    Policy {
+        policy: PolicyView,
+    },
+}
+
+/// Whether an audited action went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allowed,
+    Blocked,
+    Error,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Blocked => "blocked",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One audit record, as stored by the node and shown by `agentos audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Store cursor: strictly increasing per node.
+    pub seq: u64,
+    pub ts_ms: u64,
+    pub agent_id: String,
+    pub agent: String,
+    /// The agent run (kernel audit session, or launch number).
+    pub session: String,
+    pub pid: Option<u32>,
+    pub exe: String,
+    /// `file_read`, `file_write`, `file_delete`, `exec`, `net`, `socket`,
+    /// `ptrace`, `signal`, `syscall`, `permission`, `limit`, `proxy`.
+    pub kind: String,
+    pub target: String,
+    pub outcome: Outcome,
+    /// `landlock`, `seccomp`, `audit`, `proxy`, `cgroup`, `sandbox`.
+    pub source: String,
+    pub detail: String,
+}
+
+/// The sandbox policy in force for one agent (`agentos policy show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub agent: String,
+    pub sandboxed: bool,
+    /// Why not, when it is not (`--isolation none`, outside a repository).
+    pub reason: String,
+    pub read_only: Vec<String>,
+    pub read_write: Vec<String>,
+    pub blocked: Vec<String>,
+    pub hidden: Vec<String>,
+    pub network: String,
+    pub allowed_hosts: Vec<String>,
+    pub blocked_hosts: Vec<String>,
+    pub limits: Vec<(String, String)>,
+    pub notes: Vec<String>,
+    pub landlock_abi: u8,
+    pub seccomp: bool,
+    pub audit: String,
 }
 
 /// Frames a client sends. After `Request::Attach` the client may send the

@@ -11,6 +11,14 @@
 //! Enforcement fails closed: when the kernel lacks Landlock the launcher
 //! refuses to start the agent and names the way out (`--isolation none`).
 
+pub mod audit;
+pub mod cgroup;
+pub mod launch;
+pub mod seccomp;
+pub mod spec;
+
+pub use spec::{Bind, NetworkMode, SandboxSpec};
+
 use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus, path_beneath_rules,
@@ -104,9 +112,14 @@ impl FilePolicy {
         }
     }
 
-    /// Refuse a policy whose allow-list covers a blocked path.
-    pub fn check(&self) -> Result<(), SandboxError> {
+    /// Refuse a policy whose allow-list covers a blocked path. Grants of
+    /// `private` directories (a fresh tmpfs in the agent's view) cover
+    /// nothing of the host and are exempt.
+    pub fn check(&self, private: &[PathBuf]) -> Result<(), SandboxError> {
         for granted in self.read_only.iter().chain(&self.read_write) {
+            if private.contains(granted) {
+                continue;
+            }
             let g = canonical(granted);
             for blocked in &self.blocked {
                 let b = canonical(blocked);
@@ -149,7 +162,7 @@ pub fn landlock_abi() -> u8 {
     0
 }
 
-fn abi_for(n: u8) -> ABI {
+pub(crate) fn abi_for(n: u8) -> ABI {
     match n {
         7.. => ABI::V7,
         6 => ABI::V6,
@@ -164,7 +177,7 @@ fn abi_for(n: u8) -> ABI {
 /// Restrict this process (and everything it execs) to `policy`. Denials are
 /// logged by the kernel's audit subsystem after the next exec (ABI ≥ 7).
 pub fn enforce(policy: &FilePolicy) -> Result<u8, SandboxError> {
-    policy.check()?;
+    policy.check(&[])?;
     let n = landlock_abi();
     if n == 0 {
         return Err(SandboxError::Unsupported);
@@ -213,9 +226,9 @@ mod tests {
             Path::new("/t"),
             &[],
         );
-        p.check().unwrap();
+        p.check(&[]).unwrap();
         p.read_only.push(home.path().to_path_buf());
-        let err = p.check().unwrap_err().to_string();
+        let err = p.check(&[]).unwrap_err().to_string();
         assert!(err.contains(".ssh"), "{err}");
     }
 

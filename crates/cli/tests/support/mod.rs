@@ -19,16 +19,25 @@ pub fn fixtures_bin() -> PathBuf {
 }
 
 /// Poll `cond` until it holds or `timeout` passes; panics with `what`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    if !try_wait(timeout, cond) {
+        panic!("timed out after {timeout:?} waiting for: {what}");
+    }
+}
+
+/// Poll `cond` until it holds (true) or `timeout` passes (false).
+#[allow(dead_code)]
+pub fn try_wait(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     while !cond() {
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
+            return false;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+    true
 }
 
 pub struct Node {

@@ -1,0 +1,432 @@
+//! The node's side of each agent's sandbox: planning it at launch, the
+//! agent's restricted channel (`agent.sock`), the launcher handshake that
+//! opens the proxy inside the agent's network namespace and starts the
+//! run's audit rules, the watch on cgroup limits, and the cleanup when a
+//! run ends or the agent is destroyed.
+
+use super::{AgentEntry, NodeActor, err};
+use crate::audit_log::{self, NodeEvent, Proxied, RegisterRun};
+use crate::definitions::AgentDefinition;
+use crate::sandboxing::{self, Inputs, Plan};
+use agentos_actors::agent as agent_msgs;
+use agentos_crdt::AgentRecord;
+use agentos_proto::{ErrorCode, ErrorInfo, Outcome, PolicyView, Response};
+use agentos_sandbox::NetworkMode;
+use agentos_sandbox::cgroup::Breaches;
+use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+/// What runs on the node's side of one sandboxed agent.
+#[derive(Debug, Default)]
+pub(super) struct SandboxRuntime {
+    server: Option<tokio::task::JoinHandle<()>>,
+    proxy: Option<tokio::task::JoinHandle<()>>,
+    session: Option<u32>,
+    baseline: Breaches,
+    /// A limit breach was handled for this run.
+    tripped: bool,
+}
+
+impl Drop for SandboxRuntime {
+    fn drop(&mut self) {
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+        if let Some(h) = self.proxy.take() {
+            h.abort();
+        }
+    }
+}
+
+fn allow_paths_file(dir: &Path) -> PathBuf {
+    dir.join("allow-paths.json")
+}
+
+/// Remember `--allow-path` entries for later runs of the agent.
+pub(super) fn save_allow_paths(dir: &Path, entries: &[String]) -> Result<(), ErrorInfo> {
+    agentos_actors::holder::write_atomic(
+        &allow_paths_file(dir),
+        &serde_json::to_vec(entries).unwrap_or_default(),
+        0o600,
+    )
+    .map_err(|e| err(ErrorCode::SpawnFailed, e.to_string()))
+}
+
+fn load_allow_paths(dir: &Path) -> Vec<String> {
+    std::fs::read(allow_paths_file(dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn user_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+impl NodeActor {
+    /// For an agent in a worktree: plan its sandbox, serve its channel,
+    /// and wrap its command in the launcher. Fails closed.
+    pub(super) fn sandbox_launch(
+        &mut self,
+        record: &AgentRecord,
+        def: Option<&AgentDefinition>,
+        argv: &mut Vec<String>,
+        env: &mut Vec<(String, String)>,
+    ) -> Result<(), ErrorInfo> {
+        let Some(w) = &record.worktree else {
+            self.sandboxes.remove(&record.id.0);
+            return Ok(());
+        };
+        let dir = self.home.agent_dir(&record.id.0);
+        let cfg = crate::config::load(&self.home.config_file(), Some(Path::new(&w.path)))
+            .map_err(|e| err(ErrorCode::ConfigInvalid, e.to_string()))?;
+        let allow = load_allow_paths(&dir);
+        let path_var = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone());
+        let home_paths = def.map(|d| d.home_paths.clone()).unwrap_or_default();
+        let user_home = user_home();
+        let plan = sandboxing::plan(&Inputs {
+            agent_id: &record.id.0,
+            user_home: &user_home,
+            node_home: &self.home.root,
+            agent_dir: &dir,
+            exe: &self.exe,
+            worktree: Path::new(&w.path),
+            cwd: Path::new(&record.cwd),
+            path_var: path_var.as_deref(),
+            home_paths: &home_paths,
+            allow_paths: &allow,
+            security: &cfg.security,
+        })?;
+        plan.save(&dir)?;
+        // Make sure nothing from an earlier run is still in the group.
+        if let Some(cg) = &plan.cgroup {
+            cg.kill_all();
+            cg.reset_limits();
+        }
+        let mut rt = SandboxRuntime::default();
+        rt.baseline = plan
+            .cgroup
+            .as_ref()
+            .map(|c| c.breaches())
+            .unwrap_or_default();
+        rt.server = Some(self.serve_agent_channel(&record.id.0, &plan.spec.node_socket)?);
+        self.sandboxes.insert(record.id.0.clone(), rt);
+        env.retain(|(k, _)| !plan.scrub.contains(k));
+        env.extend(plan.env.iter().cloned());
+        let mut wrapped = vec![
+            self.exe.display().to_string(),
+            "sandbox-exec".to_string(),
+            "--spec".to_string(),
+            Plan::spec_path(&dir).display().to_string(),
+            "--".to_string(),
+        ];
+        wrapped.append(argv);
+        *argv = wrapped;
+        Ok(())
+    }
+
+    /// Listen on the agent's own `agent.sock`.
+    fn serve_agent_channel(
+        &self,
+        agent_id: &str,
+        socket: &Path,
+    ) -> Result<tokio::task::JoinHandle<()>, ErrorInfo> {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::remove_file(socket);
+        let l = std::os::unix::net::UnixListener::bind(socket).map_err(|e| {
+            err(
+                ErrorCode::SpawnFailed,
+                format!("cannot listen on {}: {e}", socket.display()),
+            )
+        })?;
+        let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
+        l.set_nonblocking(true)
+            .map_err(|e| err(ErrorCode::SpawnFailed, e.to_string()))?;
+        let l = tokio::net::UnixListener::from_std(l)
+            .map_err(|e| err(ErrorCode::SpawnFailed, e.to_string()))?;
+        let node = self
+            .me
+            .clone()
+            .ok_or_else(|| err(ErrorCode::Internal, "node not started"))?;
+        Ok(actix::spawn(crate::ipc::serve(
+            l,
+            node,
+            crate::ipc::Scope::Agent {
+                agent_id: agent_id.to_string(),
+            },
+        )))
+    }
+
+    /// The launcher's handshake: namespaces exist; open the proxy inside
+    /// and start auditing the run.
+    pub(super) fn sandbox_ready(
+        &mut self,
+        agent_id: &str,
+        pid: u32,
+        audit_session: Option<u32>,
+    ) -> Response {
+        let Some(entry) = self.agents.get(agent_id) else {
+            return Response::Error {
+                error: err(
+                    ErrorCode::AgentNotFound,
+                    format!("no agent with id {agent_id}"),
+                ),
+            };
+        };
+        let name = entry.record.name.clone();
+        let dir = self.home.agent_dir(agent_id);
+        let Some(plan) = Plan::load(&dir) else {
+            return Response::Error {
+                error: err(
+                    ErrorCode::IsolationUnavailable,
+                    "the sandbox plan is missing",
+                ),
+            };
+        };
+        if let Err(e) = self.start_run(agent_id, &name, &plan, pid, audit_session) {
+            return Response::Error { error: e };
+        }
+        let _ = std::fs::write(
+            dir.join("audit-session"),
+            format!(
+                "{} {}",
+                pid,
+                audit_session.map(|s| s.to_string()).unwrap_or_default()
+            ),
+        );
+        info!(agent = %name, pid, session = ?audit_session, "sandbox ready");
+        Response::Ok
+    }
+
+    fn start_run(
+        &mut self,
+        agent_id: &str,
+        name: &str,
+        plan: &Plan,
+        pid: u32,
+        audit_session: Option<u32>,
+    ) -> Result<(), ErrorInfo> {
+        let proxy = match plan.spec.network {
+            NetworkMode::Proxy { port } => {
+                let listener = crate::proxy::listen_in_netns(pid, port).map_err(|e| {
+                    err(
+                        ErrorCode::IsolationUnavailable,
+                        format!("cannot open the agent's proxy in its network namespace: {e}"),
+                    )
+                })?;
+                Some(
+                    crate::proxy::spawn_proxy(
+                        listener,
+                        agent_id.to_string(),
+                        plan.hosts.clone(),
+                        self.proxy_events.clone(),
+                    )
+                    .map_err(|e| err(ErrorCode::IsolationUnavailable, e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
+        self.audit.do_send(RegisterRun {
+            agent_id: agent_id.to_string(),
+            name: name.to_string(),
+            audit_session,
+            launcher_pid: pid,
+        });
+        if let (Some(s), audit_log::KernelAudit::Netlink) = (audit_session, &self.kernel_audit)
+            && let Err(e) = audit_log::add_rules(s, &plan.worktree)
+        {
+            warn!(agent = %name, error = %e, "audit rules for exec and writes not installed");
+        }
+        let rt = self.sandboxes.entry(agent_id.to_string()).or_default();
+        if let Some(old) = rt.proxy.take() {
+            old.abort();
+        }
+        rt.proxy = proxy;
+        rt.session = audit_session;
+        rt.tripped = false;
+        Ok(())
+    }
+
+    /// After a daemon restart: serve the channels of live sandboxed agents
+    /// again and reopen their proxies.
+    pub(super) fn sandbox_recover(&mut self) {
+        let ids: Vec<(String, String)> = self
+            .agents
+            .values()
+            .filter(|e| e.record.worktree.is_some() && e.record.removed_at_ms.is_none())
+            .map(|e| (e.record.id.0.clone(), e.record.name.clone()))
+            .collect();
+        for (id, name) in ids {
+            let dir = self.home.agent_dir(&id);
+            let Some(plan) = Plan::load(&dir) else {
+                continue;
+            };
+            let mut rt = SandboxRuntime::default();
+            rt.baseline = plan
+                .cgroup
+                .as_ref()
+                .map(|c| c.breaches())
+                .unwrap_or_default();
+            match self.serve_agent_channel(&id, &plan.spec.node_socket) {
+                Ok(h) => rt.server = Some(h),
+                Err(e) => warn!(agent = %name, error = %e.message, "agent channel not restored"),
+            }
+            self.sandboxes.insert(id.clone(), rt);
+            let run = std::fs::read_to_string(dir.join("audit-session")).unwrap_or_default();
+            let mut parts = run.split_whitespace();
+            let pid: Option<u32> = parts.next().and_then(|p| p.parse().ok());
+            let session: Option<u32> = parts.next().and_then(|s| s.parse().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if let (Some(pid), true) = (pid, alive)
+                && let Err(e) = self.start_run(&id, &name, &plan, pid, session)
+            {
+                warn!(agent = %name, error = %e.message, "sandbox run not restored");
+            }
+        }
+    }
+
+    /// Every half second: limit breaches become audit events, stop the
+    /// agent, and put it in `error` with the reason.
+    pub(super) fn sandbox_watch(&mut self) {
+        let mut hits = Vec::new();
+        for (id, rt) in &mut self.sandboxes {
+            if rt.tripped {
+                continue;
+            }
+            let Some(plan) = Plan::load(&self.home.agent_dir(id)) else {
+                continue;
+            };
+            let Some(cg) = &plan.cgroup else { continue };
+            let now = cg.breaches();
+            let reason = if now.oom_kills > rt.baseline.oom_kills {
+                Some(format!(
+                    "out of memory: killed at its max_memory limit ({} MiB)",
+                    cg.limits.max_memory.unwrap_or(0) >> 20
+                ))
+            } else if now.pids_max > rt.baseline.pids_max {
+                Some(format!(
+                    "hit its process limit (max_processes = {}); stopped",
+                    cg.limits.max_processes.unwrap_or(0)
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                rt.tripped = true;
+                rt.baseline = now;
+                hits.push((id.clone(), reason, cg.clone()));
+            }
+        }
+        for (id, reason, cg) in hits {
+            let Some(AgentEntry { record, addr, .. }) = self.agents.get(&id) else {
+                continue;
+            };
+            warn!(agent = %record.name, %reason, "limit reached");
+            self.audit.do_send(NodeEvent {
+                agent_id: id.clone(),
+                name: record.name.clone(),
+                pid: None,
+                kind: "limit",
+                target: if reason.starts_with("out of memory") {
+                    "memory".into()
+                } else {
+                    "pids".into()
+                },
+                outcome: Outcome::Blocked,
+                source: "cgroup",
+                detail: reason.clone(),
+            });
+            addr.do_send(agent_msgs::Fail { message: reason });
+            // Clean up everything the agent started.
+            std::thread::spawn(move || {
+                cg.kill_all();
+                cg.reset_limits();
+            });
+        }
+    }
+
+    /// A run ended: kill what it left behind, close its proxy, drop its rules.
+    pub(super) fn sandbox_run_ended(&mut self, agent_id: &str) {
+        let Some(rt) = self.sandboxes.get_mut(agent_id) else {
+            return;
+        };
+        if let Some(p) = rt.proxy.take() {
+            p.abort();
+        }
+        let session = rt.session.take();
+        let dir = self.home.agent_dir(agent_id);
+        if let Some(plan) = Plan::load(&dir) {
+            if let Some(s) = session {
+                audit_log::remove_rules(s, &plan.worktree);
+            }
+            if let Some(cg) = plan.cgroup {
+                // Not on the actor's thread: a fork bomb takes a moment to kill.
+                std::thread::spawn(move || cg.kill_all());
+            }
+        }
+    }
+
+    /// The agent is destroyed: also remove its cgroup and channel.
+    pub(super) fn sandbox_destroyed(&mut self, agent_id: &str) {
+        self.sandbox_run_ended(agent_id);
+        self.sandboxes.remove(agent_id);
+        let dir = self.home.agent_dir(agent_id);
+        if let Some(plan) = Plan::load(&dir)
+            && let Some(cg) = plan.cgroup
+        {
+            cg.kill_all();
+            cg.remove();
+        }
+        let _ = std::fs::remove_file(dir.join("agent.sock"));
+    }
+
+    /// `agentos policy show <name>`.
+    pub(super) fn policy_view(&self, name: &str) -> Result<PolicyView, ErrorInfo> {
+        let e = self.find(name)?;
+        let audit = self.kernel_audit.describe();
+        if let Some(plan) = Plan::load(&self.home.agent_dir(&e.record.id.0)) {
+            return Ok(plan.view(name, &audit));
+        }
+        let reason = if e.record.worktree.is_none() {
+            "not sandboxed: it runs without a worktree (`--isolation none`, or outside a git repository)"
+        } else {
+            "not sandboxed yet: it has not been started since sandboxing was enabled; `agentos restart` it"
+        };
+        Ok(PolicyView {
+            agent: name.to_string(),
+            sandboxed: false,
+            reason: reason.to_string(),
+            read_only: vec![],
+            read_write: vec![],
+            blocked: vec![],
+            hidden: vec![],
+            network: "host network, unfiltered".into(),
+            allowed_hosts: vec![],
+            blocked_hosts: vec![],
+            limits: vec![],
+            notes: vec![],
+            landlock_abi: agentos_sandbox::landlock_abi(),
+            seccomp: false,
+            audit,
+        })
+    }
+
+    /// Forward proxy events into the audit log.
+    pub(super) fn start_proxy_forwarder(
+        &self,
+        mut rx: tokio::sync::mpsc::Receiver<crate::proxy::ProxyEvent>,
+    ) {
+        let audit = self.audit.clone();
+        actix::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                audit.do_send(Proxied { event });
+            }
+        });
+    }
+}
