@@ -820,3 +820,123 @@ pub fn worktree(ctx: &Ctx, n: usize) -> Vec<Row> {
         )),
     ]
 }
+
+/// What the sandbox costs: agent start (create → first output) and a
+/// `git status` over 20,000 files, each inside an agent's PTY, sandboxed
+/// (in its worktree) against unsandboxed (`--isolation none`, in place).
+pub fn sandbox(ctx: &Ctx, n: usize) -> Vec<Row> {
+    progress(&format!(
+        "sandbox: {n} agents each way, 20k-file repository"
+    ));
+    let repo = ctx.dir.join("sbx-repo");
+    for d in 0..200 {
+        let dir = repo.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).expect("cannot create the repository");
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f}.txt")), format!("file {d} {f}\n"))
+                .expect("cannot write a file");
+        }
+    }
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+            .args(args)
+            .current_dir(&repo)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("cannot run git");
+        assert!(st.success(), "git {args:?} failed");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "20k files"]);
+    let aos = &ctx.aos;
+    let logs = |name: &str| {
+        let out = aos
+            .command(&["logs", name])
+            .output()
+            .expect("cannot run agentos logs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let script = "echo STARTED; for i in 1 2 3 4 5 6; do s=$(date +%s%N); git status --porcelain >/dev/null; e=$(date +%s%N); echo GS=$(( (e-s)/1000 ))us; done; echo BENCH-DONE; exec sleep 100000";
+    // Returns (seconds to first output, git status samples in seconds).
+    let run = |name: &str, isolation: &str| -> (f64, Vec<f64>) {
+        let t0 = std::time::Instant::now();
+        let mut c = aos.command(&[
+            "create",
+            name,
+            "--isolation",
+            isolation,
+            "--detach",
+            "--",
+            "bash",
+            "-c",
+            script,
+        ]);
+        c.current_dir(&repo);
+        let out = c.output().expect("cannot run agentos create");
+        assert!(
+            out.status.success(),
+            "agentos create {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        while !logs(name).contains("STARTED") {
+            assert!(t0.elapsed().as_secs() < 60, "{name} never started");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let start = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let text = loop {
+            let l = logs(name);
+            if l.contains("BENCH-DONE") {
+                break l;
+            }
+            assert!(t1.elapsed().as_secs() < 300, "{name} never finished");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let gs: Vec<f64> = text
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("GS=")?
+                    .strip_suffix("us")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .skip(1) // the first one refreshes a fresh index
+            .map(|us| us / 1e6)
+            .collect();
+        aos.destroy(name);
+        (start, gs)
+    };
+    let (mut start_s, mut start_p, mut gs_s, mut gs_p) = (vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let (a, b) = run(&format!("sbx{i}"), "worktree");
+        start_s.push(a);
+        gs_s.extend(b);
+        let (a, b) = run(&format!("plain{i}"), "none");
+        start_p.push(a);
+        gs_p.extend(b);
+    }
+    let (ms, mp) = (median(&start_s), median(&start_p));
+    let (gs, gp) = (median(&gs_s), median(&gs_p));
+    vec![
+        Row::new(
+            format!("Agent start, create → first output (median of {n}); direct = unsandboxed agent"),
+            Unit::Seconds,
+        )
+        .agentos(ms)
+        .direct(mp)
+        .note(format!(
+            "sandboxed includes creating the worktree; ratio {:.2}×",
+            ms / mp.max(1e-9)
+        )),
+        Row::new(
+            format!("`git status` over 20k files inside the agent (median of {}); direct = unsandboxed agent", gs_s.len()),
+            Unit::Seconds,
+        )
+        .agentos(gs)
+        .direct(gp)
+        .note(format!("ratio {:.2}× (Landlock + seccomp on every file access)", gs / gp.max(1e-9))),
+    ]
+}

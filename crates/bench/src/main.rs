@@ -63,6 +63,7 @@ enum Which {
     Echo,
     Cat,
     Worktree,
+    Sandbox,
 }
 
 /// The workspace root, for building `agentos` when it is missing.
@@ -260,6 +261,9 @@ fn main() {
     }
     if want(Which::Worktree) {
         rows.extend(bench::worktree(ctx, 5));
+    }
+    if want(Which::Sandbox) {
+        rows.extend(bench::sandbox(ctx, 5));
     }
 
     info.load_after = report::loadavg();
