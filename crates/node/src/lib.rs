@@ -4,6 +4,7 @@
 pub mod config;
 pub mod daemon;
 pub mod definitions;
+pub mod devcontainer;
 pub mod doc_actor;
 pub mod hooks;
 pub mod ipc;
