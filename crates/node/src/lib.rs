@@ -2,6 +2,7 @@
 //! configuration, agent definitions and per-session hook injection.
 
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod definitions;
 pub mod devcontainer;
