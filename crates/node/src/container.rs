@@ -11,7 +11,7 @@
 //! hijacked connection is opened by hand on the same socket.
 
 use crate::devcontainer::{AGENT_LABEL, ContainerPlan, ImageSource, resolve_container_env};
-use bollard::Docker;
+pub use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
@@ -28,6 +28,8 @@ use std::time::Duration;
 
 /// The engine socket when `DOCKER_HOST` does not name another one.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// The PATH the engine gives a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// A build context larger than this is refused.
 pub const MAX_CONTEXT_BYTES: u64 = 512 << 20;
 
@@ -292,6 +294,10 @@ pub fn create_body(plan: &ContainerPlan, image: &str, image_env: &[String]) -> C
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    // An imported image has no Env; the engine then uses its default PATH.
+    container_env
+        .entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
     for (k, v) in &plan.env {
         if !v.contains("${containerEnv:") {
             container_env.insert(k.clone(), v.clone());
@@ -602,7 +608,7 @@ mod tests {
                 .unwrap()
                 .contains(&"PATH2=/usr/bin".to_string())
         );
-        assert_eq!(body.entrypoint.as_deref(), Some(&["sh".to_string()][..]));
+        assert_eq!(body.entrypoint.as_ref().unwrap().last().unwrap(), "sh");
     }
 
     #[test]

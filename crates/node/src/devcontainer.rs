@@ -1266,15 +1266,12 @@ impl PlanBuilder {
         };
 
         // The container's command: lifecycle wrapper, sandbox-exec, agent.
-        let mut entrypoint = Vec::new();
-        if !lifecycle.is_empty() {
-            entrypoint.extend([
-                "/bin/sh".to_string(),
-                "-c".to_string(),
-                lifecycle_script(&lifecycle, &container_ws),
-                "agentos-lifecycle".to_string(),
-            ]);
-        }
+        let mut entrypoint = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            entry_script(&lifecycle, &container_ws),
+            "agentos-entry".to_string(),
+        ];
         let mut agentos_exe = None;
         if let Some(policy) = &self.landlock_policy {
             let policy = policy.canonicalize().map_err(|e| {
@@ -1453,11 +1450,22 @@ fn shell_line(c: &LifecycleCommand) -> String {
     }
 }
 
-/// The `/bin/sh -c` script that runs the lifecycle commands in order in the
-/// workspace folder, stops at the first failure, then execs the agent
-/// (`"$@"`).
-fn lifecycle_script(steps: &[(&str, LifecycleCommand)], workspace: &Path) -> String {
-    let mut s = String::from("set -u\n");
+/// Waits (at most 2 s) until the container's TTY has a size. An API 1.41
+/// engine cannot size a TTY before the container starts, so
+/// `container-run` resizes it just after; without this the agent could
+/// start on a 0×0 terminal.
+const TTY_SIZE_GATE: &str = "i=0; while [ \"$(stty size 2>/dev/null)\" = '0 0' ] && [ $i -lt 200 ]; do \
+sleep 0.01 2>/dev/null || sleep 1; i=$((i+1)); done\n";
+
+/// The `/bin/sh -c` script the container starts with: wait for the TTY's
+/// size, run the lifecycle commands in order in the workspace folder
+/// (stopping at the first failure), then exec the agent (`"$@"`).
+fn entry_script(steps: &[(&str, LifecycleCommand)], workspace: &Path) -> String {
+    let mut s = String::from(TTY_SIZE_GATE);
+    if steps.is_empty() {
+        s.push_str("exec \"$@\"\n");
+        return s;
+    }
     s.push_str(&format!(
         "cd {} || exit 1\n",
         shell_quote(&workspace.display().to_string())
@@ -1640,23 +1648,32 @@ fn check_mount(
 }
 
 /// The mounts that let git work inside the container (see the module doc).
+/// The layout is read from the files themselves, not through libgit2: its
+/// ownership check refuses repositories of other users, and nothing here
+/// needs the repository's configuration.
 fn git_mounts(
     worktree: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<MountSpec>, DevcontainerError> {
     let dot_git = worktree.join(".git");
-    if !dot_git.exists() {
+    let Ok(meta) = std::fs::symlink_metadata(&dot_git) else {
         return Ok(Vec::new());
-    }
-    let repo = git2::Repository::open(worktree).map_err(|e| {
+    };
+    let broken = |problem: String| {
         plan_err(
             &dot_git,
-            format!("is not a readable git repository: {}", e.message()),
-            "repair the worktree (git worktree repair) or recreate it",
+            problem,
+            "repair the worktree (`git worktree repair`) or recreate it",
         )
-    })?;
-    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    let common = canon(repo.commondir());
+    };
+    let canon = |p: &Path| {
+        p.canonicalize().map_err(|e| {
+            broken(format!(
+                "points at {} which cannot be used: {e}",
+                p.display()
+            ))
+        })
+    };
     let ro = |p: PathBuf| MountSpec {
         source: p.clone(),
         target: p,
@@ -1667,66 +1684,78 @@ fn git_mounts(
         target: p,
         read_only: false,
     };
+    // Hooks and config are what would run on the host later.
+    let protect = |git_dir: &Path, out: &mut Vec<MountSpec>| {
+        let hooks = git_dir.join("hooks");
+        let _ = std::fs::create_dir_all(&hooks);
+        out.push(ro(hooks));
+        if git_dir.join("config").is_file() {
+            out.push(ro(git_dir.join("config")));
+        }
+    };
     let mut out = Vec::new();
-    if !repo.is_worktree() {
+    if meta.is_dir() {
         // The agent works in the main checkout: `.git` is inside the
-        // read-write worktree mount; protect what would run on the host.
+        // read-write worktree mount.
         warnings.push(format!(
             "{} is the repository's main checkout, so its .git is writable except hooks/ and config; \
              give the agent a worktree to protect the other branches",
             worktree.display()
         ));
-        let hooks = common.join("hooks");
-        let _ = std::fs::create_dir_all(&hooks);
-        out.push(ro(hooks));
-        if common.join("config").is_file() {
-            out.push(ro(common.join("config")));
-        }
+        protect(&dot_git, &mut out);
         return Ok(out);
     }
-    let admin = canon(repo.path());
+    let text =
+        std::fs::read_to_string(&dot_git).map_err(|e| broken(format!("cannot be read: {e}")))?;
+    let Some(gitdir) = text.trim().strip_prefix("gitdir:").map(str::trim) else {
+        return Err(broken("is neither a directory nor a `gitdir:` file".into()));
+    };
+    let admin = canon(&worktree.join(gitdir))?;
+    let Ok(commondir) = std::fs::read_to_string(admin.join("commondir")) else {
+        // A separate git directory (a submodule, `--separate-git-dir`).
+        warnings.push(format!(
+            "{} keeps its git directory at {}, which is writable except hooks/ and config",
+            worktree.display(),
+            admin.display()
+        ));
+        out.push(rw(admin.clone()));
+        protect(&admin, &mut out);
+        return Ok(out);
+    };
+    let common = canon(&admin.join(commondir.trim()))?;
     out.push(ro(common.clone()));
     out.push(rw(common.join("objects")));
     out.push(rw(admin.clone()));
-    // A per-worktree config could set core.fsmonitor or hooksPath: keep it
-    // read-only when the repository reads it.
-    let worktree_config = repo
-        .config()
-        .and_then(|c| c.get_bool("extensions.worktreeconfig"))
-        .unwrap_or(false);
-    if worktree_config {
-        let f = admin.join("config.worktree");
-        if !f.exists() {
-            let _ = std::fs::write(&f, "");
-        }
-        out.push(ro(f));
+    // A per-worktree config could set core.fsmonitor or core.hooksPath when
+    // the repository enables extensions.worktreeConfig: keep it read-only.
+    let worktree_config = admin.join("config.worktree");
+    if !worktree_config.exists() {
+        let _ = std::fs::write(&worktree_config, "");
     }
-    let branch = repo
-        .head()
-        .ok()
-        .and_then(|h| h.name().map(str::to_string))
-        .filter(|n| n.starts_with("refs/heads/"));
-    match branch {
-        Some(b) => {
-            let rel = Path::new(&b);
-            let parent = rel.parent().unwrap_or(Path::new("refs/heads"));
+    if worktree_config.is_file() {
+        out.push(ro(worktree_config));
+    }
+    let head = std::fs::read_to_string(admin.join("HEAD")).unwrap_or_default();
+    match head.trim().strip_prefix("ref:").map(str::trim) {
+        Some(b) if b.starts_with("refs/heads/") && !b.contains("..") => {
+            let parent = Path::new(b).parent().unwrap_or(Path::new("refs/heads"));
             if parent == Path::new("refs/heads") {
                 warnings.push(format!(
-                    "the branch {b} is not under a prefix, so the agent can move every branch of the repository"
+                    "the branch {b} has no prefix directory, so the agent can move every branch of the repository"
                 ));
             }
             for dir in [common.join(parent), common.join("logs").join(parent)] {
-                if let Err(e) = std::fs::create_dir_all(&dir) {
-                    return Err(plan_err(
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    plan_err(
                         &dir,
                         format!("cannot be created: {e}"),
                         "check the permissions of the repository's .git",
-                    ));
-                }
+                    )
+                })?;
                 out.push(rw(dir));
             }
         }
-        None => warnings.push(format!(
+        _ => warnings.push(format!(
             "{} has no branch checked out, so the agent cannot commit inside the container",
             worktree.display()
         )),
@@ -1963,7 +1992,8 @@ mod tests {
         assert!(p.readonly_rootfs);
         assert_eq!(p.network_mode, "none");
         assert_eq!(p.working_dir, wt.join("src"));
-        assert_eq!(p.entrypoint, vec!["sh".to_string()]);
+        assert_eq!(p.entrypoint[..2], ["/bin/sh", "-c"]);
+        assert_eq!(p.entrypoint[3..], ["agentos-entry", "sh"]);
         assert!(!is_root(&p.user));
         assert!(p.tmpfs.contains_key("/tmp"));
         assert!(p.env.contains(&("HOME".into(), CONTAINER_HOME.into())));
@@ -2014,7 +2044,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            p.entrypoint,
+            p.entrypoint[4..],
             [
                 EXE_IN_CONTAINER,
                 "sandbox-exec",
@@ -2128,7 +2158,7 @@ mod tests {
                 LifecycleCommand::Shell(format!("echo three >> {l}")),
             ),
         ];
-        let script = lifecycle_script(&steps, t.path());
+        let script = entry_script(&steps, t.path());
         let out = std::process::Command::new("/bin/sh")
             .args(["-c", &script, "x", "echo", "agent"])
             .output()
@@ -2136,7 +2166,7 @@ mod tests {
         assert_eq!(out.status.code(), Some(3));
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
         assert!(String::from_utf8_lossy(&out.stderr).contains("postCreateCommand failed"));
-        let ok = lifecycle_script(&steps[..1], t.path());
+        let ok = entry_script(&steps[..1], t.path());
         let out = std::process::Command::new("/bin/sh")
             .args(["-c", &ok, "x", "echo", "agent"])
             .output()
