@@ -4,6 +4,7 @@
 
 mod attach;
 mod client;
+mod container_run;
 
 use agentos_node::config;
 use agentos_node::definitions::{Catalog, builtin_presets, find_preset, which};
@@ -175,6 +176,12 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Internal: run an agent's container on this terminal (the PTY holder's child).
+    #[command(hide = true)]
+    ContainerRun {
+        #[arg(long)]
+        plan: PathBuf,
+    },
     /// Internal: called by an agent's own hooks.
     #[command(hide = true)]
     Hook {
@@ -340,6 +347,7 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
     match cmd {
         Cmd::Shim { dir } => run_shim(&dir),
         Cmd::SandboxExec { policy, command } => sandbox_exec(&policy, &command),
+        Cmd::ContainerRun { plan } => Ok(container_run::run(&plan)),
         Cmd::Hook {
             agent_id,
             event,
