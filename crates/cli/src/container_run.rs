@@ -141,8 +141,8 @@ fn run_plan(plan_path: &Path) -> Result<i32> {
     let docker = rt.block_on(container::connect())?;
     run_initialize(&plan)?;
     let mut progress = |line: &str| eprintln!("[build] {line}");
-    rt.block_on(container::prepare_image(&docker, &plan, &mut progress))?;
-    let id = rt.block_on(container::create(&docker, &plan))?;
+    let image = rt.block_on(container::prepare_image(&docker, &plan, &mut progress))?;
+    let id = rt.block_on(container::create(&docker, &plan, &image))?;
 
     // From here on the container exists: remove it on every way out.
     let result = relay(&rt, &docker, &id);

@@ -140,6 +140,8 @@ pub async fn ensure_image(docker: &Docker, name: &str) -> Result<(), ContainerEr
 
 /// Make the plan's image available: check a named image, or build the
 /// Dockerfile (without network; `progress` gets the build's output lines).
+/// Returns the image reference to create the container from (the built
+/// image's id for a build).
 pub async fn prepare_image(
     docker: &Docker,
     plan: &ContainerPlan,
@@ -166,14 +168,14 @@ pub async fn prepare_image(
                 tag,
                 progress,
             )
-            .await?;
-            Ok(tag.clone())
+            .await
         }
     }
 }
 
 /// `docker build` with the context sent as a tar. `.git` is left out of the
-/// context; a Dockerfile outside the context is added to it.
+/// context; a Dockerfile outside the context is added to it. Returns the
+/// built image's id (the tag when the engine does not report one).
 pub async fn build_image(
     docker: &Docker,
     dockerfile: &Path,
@@ -182,7 +184,7 @@ pub async fn build_image(
     target: Option<&str>,
     tag: &str,
     progress: &mut (dyn FnMut(&str) + Send),
-) -> Result<(), ContainerError> {
+) -> Result<String, ContainerError> {
     let fail = |message: String| ContainerError::Build {
         tag: tag.to_string(),
         dockerfile: dockerfile.to_path_buf(),
@@ -206,9 +208,13 @@ pub async fn build_image(
         .target(target.unwrap_or(""))
         .build();
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
+    let mut built = None;
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
+                if let Some(id) = info.aux.and_then(|a| a.id) {
+                    built = Some(id);
+                }
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                     return Err(fail(detail));
                 }
@@ -224,7 +230,7 @@ pub async fn build_image(
             }
         }
     }
-    Ok(())
+    Ok(built.unwrap_or_else(|| tag.to_string()))
 }
 
 /// The build context as a tar, and the Dockerfile's name inside it.
@@ -355,12 +361,16 @@ pub fn create_body(plan: &ContainerPlan, image: &str, image_env: &[String]) -> C
     }
 }
 
-/// Create the plan's container (its image must be there: [`prepare_image`]).
+/// Create the plan's container from `image`, the reference
+/// [`prepare_image`] returned.
 /// A container left over from an earlier run of the same agent is removed
 /// first. Returns the container id.
-pub async fn create(docker: &Docker, plan: &ContainerPlan) -> Result<String, ContainerError> {
+pub async fn create(
+    docker: &Docker,
+    plan: &ContainerPlan,
+    image: &str,
+) -> Result<String, ContainerError> {
     remove_by_label(docker, &plan.agent_id).await?;
-    let image = plan.image.name();
     let image_env = match docker.inspect_image(image).await {
         Ok(i) => i.config.and_then(|c| c.env).unwrap_or_default(),
         Err(e) if status_code(&e) == Some(404) => {
@@ -403,8 +413,8 @@ pub async fn create_and_start(
     docker: &Docker,
     plan: &ContainerPlan,
 ) -> Result<String, ContainerError> {
-    prepare_image(docker, plan, &mut |_| {}).await?;
-    let id = create(docker, plan).await?;
+    let image = prepare_image(docker, plan, &mut |_| {}).await?;
+    let id = create(docker, plan, &image).await?;
     if let Err(e) = start(docker, &id).await {
         let _ = remove(docker, &id).await;
         return Err(e);

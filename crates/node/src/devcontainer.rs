@@ -1207,9 +1207,7 @@ impl PlanBuilder {
                     initialize_command = Some(c);
                 }
                 match &dc.build {
-                    Some(b) => {
-                        build_source(dc, b, &vars, &worktree, &devcontainer_id, &mut warnings)?
-                    }
+                    Some(b) => build_source(dc, b, &vars, &worktree, &mut warnings)?,
                     None => ImageSource::Image {
                         name: vars.expand(
                             dc.image.as_deref().unwrap_or_default(),
@@ -1343,6 +1341,27 @@ impl PlanBuilder {
             warnings,
         })
     }
+}
+
+/// A tag shared by the worktrees of one repository whose build inputs are
+/// the same (so images do not pile up per agent). Containers are created
+/// from the built image's id, so two builds racing for a tag cannot swap
+/// images.
+fn build_tag(
+    dockerfile: &Path,
+    context: &Path,
+    worktree: &Path,
+    args: &BTreeMap<String, String>,
+    target: Option<&str>,
+) -> String {
+    let rel = |p: &Path| p.strip_prefix(worktree).unwrap_or(p).display().to_string();
+    let text = std::fs::read(dockerfile).unwrap_or_default();
+    short_hash(&format!(
+        "{}\0{}\0{}\0{args:?}\0{target:?}",
+        rel(dockerfile),
+        rel(context),
+        String::from_utf8_lossy(&text)
+    ))
 }
 
 fn short_hash(s: &str) -> String {
@@ -1506,7 +1525,6 @@ fn build_source(
     b: &BuildConfig,
     vars: &Vars,
     worktree: &Path,
-    id: &str,
     warnings: &mut Vec<String>,
 ) -> Result<ImageSource, DevcontainerError> {
     let f = dc.path.display().to_string();
@@ -1563,12 +1581,16 @@ fn build_source(
             )
         })
         .collect();
+    let tag = format!(
+        "agentos-devcontainer:{}",
+        build_tag(&dockerfile, &context, worktree, &args, b.target.as_deref())
+    );
     Ok(ImageSource::Build {
         dockerfile,
         context,
         args,
         target: b.target.clone(),
-        tag: format!("agentos-devcontainer:{id}"),
+        tag,
     })
 }
 
@@ -2277,6 +2299,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Another worktree with the same build inputs shares the tag.
+        let u = tempfile::tempdir().unwrap();
+        let wt2 = u.path().join("wt");
+        write(&wt2, ".devcontainer/Dockerfile", "FROM x\n");
+        let f2 = write(
+            &wt2,
+            ".devcontainer/devcontainer.json",
+            r#"{ "build": { "dockerfile": "Dockerfile", "context": "..", "args": { "V": "wt" } } }"#,
+        );
+        let p2 = PlanBuilder::devcontainer("a5", parse(&f2).unwrap(), &wt2)
+            .command(vec!["sh".into()])
+            .build()
+            .unwrap();
+        assert_eq!(p2.image.name(), p.image.name());
         let f = write(
             &wt,
             ".devcontainer/devcontainer.json",
