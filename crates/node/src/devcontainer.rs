@@ -18,6 +18,10 @@
 //!   `network none`, memory/cpu/pids limits, `init`), except that its root
 //!   filesystem stays writable.
 //!
+//! The image needs `/bin/sh`: the container starts with a small script that
+//! waits for the TTY's size and runs the lifecycle commands before it execs
+//! the agent.
+//!
 //! Git keeps working inside: the worktree is mounted at its host path (a
 //! worktree's `.git` file holds an absolute `gitdir:`), and the repository's
 //! common `.git` directory is mounted at its host path **read-only**, with
@@ -894,6 +898,7 @@ pub struct PlanBuilder {
     local_env: BTreeMap<String, String>,
     host_home: Option<PathBuf>,
     approve_initialize: bool,
+    node_mounts: Vec<MountSpec>,
 }
 
 impl PlanBuilder {
@@ -931,6 +936,7 @@ impl PlanBuilder {
                 .collect(),
             host_home: std::env::var_os("HOME").map(PathBuf::from),
             approve_initialize: false,
+            node_mounts: Vec::new(),
         }
     }
 
@@ -1005,6 +1011,18 @@ impl PlanBuilder {
         self
     }
 
+    /// A bind mount the node itself needs (for example the agent's run
+    /// directory, for hook settings and `agentos hook`). Trusted: it is not
+    /// held to the devcontainer mount rules, so never pass repository input.
+    pub fn bind(mut self, source: &Path, target: &Path, read_only: bool) -> Self {
+        self.node_mounts.push(MountSpec {
+            source: source.to_path_buf(),
+            target: target.to_path_buf(),
+            read_only,
+        });
+        self
+    }
+
     /// Allow `initializeCommand` to run on the host (after the user agreed).
     pub fn approve_initialize_command(mut self, yes: bool) -> Self {
         self.approve_initialize = yes;
@@ -1073,6 +1091,7 @@ impl PlanBuilder {
             read_only: false,
         });
         mounts.extend(git_mounts(&worktree, &mut warnings)?);
+        mounts.extend(self.node_mounts.iter().cloned());
 
         let dc = self.devcontainer.clone();
         let devcontainer_id = short_hash(&format!(
@@ -2063,8 +2082,14 @@ mod tests {
             .command(vec!["claude".into(), "-p".into()])
             .landlock_policy(&pol)
             .agentos_exe(&exe)
+            .bind(t.path(), Path::new("/run/agentos-run"), false)
             .build()
             .unwrap();
+        assert!(
+            p.mounts
+                .iter()
+                .any(|m| m.target == Path::new("/run/agentos-run") && !m.read_only)
+        );
         assert_eq!(
             p.entrypoint[4..],
             [
