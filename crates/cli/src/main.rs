@@ -4,6 +4,7 @@
 
 mod attach;
 mod client;
+mod container_run;
 mod security;
 
 use agentos_node::config;
@@ -189,6 +190,12 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Internal: run an agent's container on this terminal (the PTY holder's child).
+    #[command(hide = true)]
+    ContainerRun {
+        #[arg(long)]
+        plan: PathBuf,
+    },
     /// Internal: called by an agent's own hooks.
     #[command(hide = true)]
     Hook {
@@ -362,6 +369,7 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
             (None, Some(policy)) => sandbox_exec(&policy, &command),
             (None, None) => Err(local(ErrorCode::InvalidArgument, "--spec or --policy")),
         },
+        Cmd::ContainerRun { plan } => Ok(container_run::run(&plan)),
         Cmd::Hook {
             agent_id,
             event,

@@ -3,8 +3,10 @@
 
 pub mod audit_log;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod definitions;
+pub mod devcontainer;
 pub mod doc_actor;
 pub mod hooks;
 pub mod ipc;
