@@ -44,6 +44,9 @@ pub fn policy_cmd(ctx: &Ctx, cmd: PolicyCmd) -> Res {
         println!("sandbox    none — {}", policy.reason);
         return Ok(0);
     }
+    if !policy.reason.is_empty() {
+        println!("sandbox    {}", policy.reason);
+    }
     println!(
         "sandbox    Landlock ABI {}, seccomp {}, namespaces (mount, ipc, net)",
         policy.landlock_abi,

@@ -396,9 +396,17 @@ fn attach_shows_snapshot_streams_resizes_and_detaches() {
     p.write(b"stty size\r");
     p.expect("30 100");
     p.resize(90, 25);
+    // The resize travels through the daemon while keystrokes go straight to
+    // the holder: ask again until the new size has arrived.
     let from = p.len();
-    p.write(b"stty size\r");
-    p.expect_after(from, "25 90");
+    let mut asked = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    wait_until("the agent sees 25 90", T, || {
+        if asked.elapsed() >= std::time::Duration::from_millis(500) {
+            p.write(b"stty size\r");
+            asked = std::time::Instant::now();
+        }
+        p.text().get(from..).unwrap_or("").contains("25 90")
+    });
     // Ctrl-b d detaches; the agent keeps running.
     p.write(b"\x02d");
     assert_eq!(p.wait_exit(), 0);
@@ -1180,9 +1188,17 @@ fn attach_through_the_daemon_relay() {
     p.write(b"echo relayed-$((7*6))\r");
     p.expect("relayed-42");
     p.resize(90, 25);
+    // The resize travels through the daemon while keystrokes go straight to
+    // the holder: ask again until the new size has arrived.
     let from = p.len();
-    p.write(b"stty size\r");
-    p.expect_after(from, "25 90");
+    let mut asked = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    wait_until("the agent sees 25 90", T, || {
+        if asked.elapsed() >= std::time::Duration::from_millis(500) {
+            p.write(b"stty size\r");
+            asked = std::time::Instant::now();
+        }
+        p.text().get(from..).unwrap_or("").contains("25 90")
+    });
     p.write(b"exit 4\r");
     assert_eq!(p.wait_exit(), 0);
     p.expect("[rl exited (4)]");

@@ -697,3 +697,152 @@ fn a_devcontainer_dockerfile_is_built_without_network() {
     assert!(r.text().contains("built-for-agentos"), "{}", r.text());
     assert!(containers_of(&docker, &id).is_empty());
 }
+
+/// The whole path a user takes: `agentos create --isolation docker` in a
+/// repository, work inside, the proxy as the only way out, `destroy`.
+#[test]
+fn create_with_docker_isolation_runs_the_agent_in_its_container() {
+    let Some(docker) = engine() else { return };
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in server.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let n = support::Node::new();
+    std::fs::create_dir_all(&n.home).unwrap();
+    std::fs::write(
+        n.home.join("config.toml"),
+        format!(
+            "[isolation]\ndocker_image = \"{IMAGE}\"\n[security]\nallowed_hosts = [\"localhost\"]\n"
+        ),
+    )
+    .unwrap();
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    support::git_repo(&repo);
+    n.ok_in(
+        &repo,
+        &[
+            "create",
+            "dock",
+            "-d",
+            "--isolation",
+            "docker",
+            "--",
+            "bash",
+            "--norc",
+            "-i",
+        ],
+    );
+    let id = n.agent("dock")["id"].as_str().unwrap().to_string();
+    support::wait_until("the container", LONG, || {
+        !containers_of(&docker, &id).is_empty()
+    });
+    support::wait_until("a prompt", LONG, || {
+        n.logs("dock").trim_end().ends_with('#')
+    });
+    n.ok(&[
+        "send",
+        "dock",
+        "--enter",
+        &format!(
+            "grep CapEff /proc/self/status; touch /usr/x; echo x > d.txt && git add d.txt && git commit -qm 'in container' && echo COMMITTED; \
+             python3 -c \"import urllib.request as u; print('proxy', u.urlopen('http://localhost:{port}/').status)\"; echo ALL-DONE"
+        ),
+    ]);
+    n.wait_log("dock", "ALL-DONE\n");
+    support::wait_until("the proxy answer", LONG, || {
+        let l = n.logs("dock");
+        l.contains("proxy 200")
+            || l.lines()
+                .last()
+                .is_some_and(|x| x.trim_end().ends_with('#') && l.contains("Traceback"))
+    });
+    let logs = n.logs("dock");
+    assert!(no_caps(&logs), "{logs}");
+    assert!(logs.contains("Read-only file system"), "{logs}");
+    assert!(logs.contains("COMMITTED"), "{logs}");
+    assert!(logs.contains("proxy 200"), "{logs}");
+    let repo2 = git2::Repository::open(&repo).unwrap();
+    let tip = repo2
+        .revparse_single("agentos/dock")
+        .unwrap()
+        .peel_to_commit()
+        .unwrap();
+    assert_eq!(tip.summary(), Some("in container"));
+    n.ok(&["destroy", "dock", "--force"]);
+    support::wait_until("container removed", LONG, || {
+        containers_of(&docker, &id).is_empty()
+    });
+}
+
+#[test]
+fn create_with_devcontainer_isolation_uses_the_projects_file() {
+    let Some(docker) = engine() else { return };
+    let n = support::Node::new();
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(repo.join(".devcontainer")).unwrap();
+    std::fs::write(
+        repo.join(".devcontainer/devcontainer.json"),
+        format!(
+            "// comments are fine\n{{ \"image\": \"{IMAGE}\", \"containerEnv\": {{ \"FROM_DC\": \"dc-ok\" }}, \"runArgs\": [\"--privileged\"], }}\n"
+        ),
+    )
+    .unwrap();
+    support::git_repo(&repo);
+    n.ok_in(
+        &repo,
+        &[
+            "create",
+            "dev",
+            "-d",
+            "--isolation",
+            "devcontainer",
+            "--",
+            "bash",
+            "-c",
+            "echo VAR=$FROM_DC; grep CapEff /proc/self/status; exec sleep 600",
+        ],
+    );
+    n.wait_log("dev", "VAR=dc-ok");
+    support::wait_until("caps line", LONG, || n.logs("dev").contains("CapEff"));
+    assert!(no_caps(&n.logs("dev")), "{}", n.logs("dev"));
+    let id = n.agent("dev")["id"].as_str().unwrap().to_string();
+    n.ok(&["destroy", "dev", "--force"]);
+    support::wait_until("container removed", LONG, || {
+        containers_of(&docker, &id).is_empty()
+    });
+    // Without a devcontainer file: a clear refusal before anything exists.
+    let bare = n.work.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    support::git_repo(&bare);
+    let o = n.run_in(
+        &bare,
+        &[
+            "create",
+            "nodc",
+            "-d",
+            "--isolation",
+            "devcontainer",
+            "--",
+            "true",
+        ],
+    );
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("E018") && o.stderr.contains("devcontainer.json"),
+        "{o:?}"
+    );
+    assert!(!bare.join(".shards").join("command-nodc").exists());
+}
+
+/// The agent's `grep CapEff /proc/self/status` shows an empty set.
+fn no_caps(logs: &str) -> bool {
+    logs.lines()
+        .any(|l| l.starts_with("CapEff:") && l.trim_end().ends_with("0000000000000000"))
+}

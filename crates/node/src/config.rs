@@ -136,11 +136,15 @@ impl Security {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IsolationConfig {
-    /// `auto` (a worktree inside a git repository, else none), `none` or `worktree`.
+    /// `auto` (a worktree inside a git repository, else none), `none`,
+    /// `worktree`, `devcontainer` or `docker`.
     pub default: String,
     /// Where worktrees go, relative to the repository's main work tree;
     /// `{agent}` and `{name}` are replaced.
     pub worktree_path: String,
+    /// The image `--isolation docker` runs agents in (it must be in the
+    /// local engine: nothing is pulled).
+    pub docker_image: String,
 }
 
 impl Default for IsolationConfig {
@@ -148,6 +152,7 @@ impl Default for IsolationConfig {
         IsolationConfig {
             default: "auto".into(),
             worktree_path: crate::worktree::DEFAULT_TEMPLATE.into(),
+            docker_image: "debian:bookworm-slim".into(),
         }
     }
 }

@@ -971,7 +971,8 @@ impl PlanBuilder {
     }
 
     /// The container user (`uid:gid` or a name); default: the worktree's
-    /// owner, or [`FALLBACK_USER`] when that is root. Root is refused.
+    /// owner (uid 0 without capabilities when the node runs as root). An
+    /// explicit root user (repository input) is refused.
     pub fn user(mut self, user: &str) -> Self {
         self.user = Some(user.to_string());
         self
@@ -1394,23 +1395,28 @@ fn is_root(user: &str) -> bool {
     name == "root" || name == "0"
 }
 
-/// The worktree owner's `uid:gid`, or [`FALLBACK_USER`] (with a warning)
-/// when that is root.
+/// The worktree owner's `uid:gid`: the agent writes its worktree with
+/// exactly the rights of the user who owns it. That is root only when the
+/// node itself runs as root; then the container runs as uid 0 *without any
+/// capability*, with no-new-privileges, a read-only root and read-only
+/// `.git` mounts (said in a warning), because any other uid could not
+/// write the worktree. [`FALLBACK_USER`] when the owner cannot be read.
 fn default_user(worktree: &Path, warnings: &mut Vec<String>) -> String {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(worktree) {
         Ok(m) if m.uid() != 0 => format!("{}:{}", m.uid(), m.gid()),
-        _ => {
+        Ok(_) => {
             let w = format!(
-                "{} is owned by root and the container never runs as root, so the agent runs as {FALLBACK_USER} \
-                 and can read the worktree but not write it; run AgentOS as a regular user (or choose a user)",
+                "{} is owned by root (the node runs as root), so the agent runs as uid 0 with every \
+                 capability dropped; run AgentOS as a regular user for a non-root container user",
                 worktree.display()
             );
             if !warnings.contains(&w) {
                 warnings.push(w);
             }
-            FALLBACK_USER.to_string()
+            "0:0".to_string()
         }
+        Err(_) => FALLBACK_USER.to_string(),
     }
 }
 
@@ -2022,6 +2028,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (root, wt) = repo_with_worktree(t.path());
         std::fs::create_dir_all(wt.join("src")).unwrap();
+        std::os::unix::fs::chown(&wt, Some(1000), Some(1000)).unwrap();
         let p = PlanBuilder::docker("a1", "img:1", &wt)
             .cwd(&wt.join("src"))
             .command(vec!["sh".into()])
@@ -2059,6 +2066,7 @@ mod tests {
     #[test]
     fn root_users_are_refused() {
         let t = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(t.path(), Some(1000), Some(1000)).unwrap();
         let p = PlanBuilder::docker("a1", "img", t.path())
             .command(vec!["sh".into()])
             .user("root")

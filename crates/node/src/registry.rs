@@ -15,14 +15,15 @@ use agentos_crdt::{
     ActorId, AgentId, AgentRecord, AgentState, SavedAgent, SessionRecord, StateTransition,
 };
 use agentos_proto::{
-    AgentInfo, CreateSpec, DaemonStatus, DetachReason, EnvVar, ErrorCode, ErrorInfo, Request,
-    Response, SessionSummary, SourceOpinion, StateExplain, WaitTarget,
+    AgentInfo, CreateSpec, DaemonStatus, DetachReason, EnvVar, ErrorCode, ErrorInfo, Isolation,
+    Request, Response, SessionSummary, SourceOpinion, StateExplain, WaitTarget,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::{info, warn};
 
+mod container_ops;
 mod git_ops;
 mod sandbox_ops;
 
@@ -393,8 +394,14 @@ impl NodeActor {
         ));
         env.push(("AGENTOS_AGENT_ID".into(), record.id.0.clone()));
         env.push(("AGENTOS_AGENT_NAME".into(), record.name.clone()));
-        // In a worktree the agent runs in its sandbox (the launcher wraps it).
-        self.sandbox_launch(record, def, &mut argv, &mut env)?;
+        // In a worktree the agent runs in its sandbox (the launcher wraps
+        // it), or in its container.
+        let dir_for_mode = self.home.agent_dir(&record.id.0);
+        if let Some(mode) = container_ops::load_mode(&dir_for_mode) {
+            self.container_launch(record, &mode, &mut argv, &mut env, client_env)?;
+        } else {
+            self.sandbox_launch(record, def, &mut argv, &mut env)?;
+        }
         // Later entries win.
         let mut dedup: Vec<(String, String)> = Vec::new();
         for (k, v) in env {
@@ -537,8 +544,9 @@ impl NodeActor {
             .map(|d| d.name.clone())
             .unwrap_or_else(|| "command".into());
         let worktree_template = cfg.isolation.worktree_path.clone();
-        let (worktree, cwd) =
+        let (worktree, cwd, level) =
             self.prepare_isolation(spec.isolation, &cwd, &agent_type_name, &spec.name, &cfg)?;
+        let docker_image = cfg.isolation.docker_image.clone();
         if let Some(w) = &worktree {
             self.known_repo_roots.insert(w.repo_root.clone());
         }
@@ -585,6 +593,15 @@ impl NodeActor {
             .map_err(|e| err(ErrorCode::SpawnFailed, e.to_string()))?;
         if !spec.allow_paths.is_empty() {
             sandbox_ops::save_allow_paths(&self.home.agent_dir(&id), &spec.allow_paths)?;
+        }
+        if matches!(level, Isolation::Docker | Isolation::Devcontainer) {
+            container_ops::save_mode(
+                &self.home.agent_dir(&id),
+                &container_ops::ContainerMode {
+                    level,
+                    image: docker_image,
+                },
+            )?;
         }
         self.agents.insert(
             id.clone(),
@@ -860,8 +877,11 @@ impl Handler<ClientRequest> for NodeActor {
                         }
                     }
                     .into_actor(self)
-                    .map(|_, act, ctx| {
+                    .map(move |_, act, ctx| {
                         info!("daemon stopping on request");
+                        if kill_agents {
+                            act.containers_shutdown();
+                        }
                         let _ = act.store.flush();
                         for e in act.agents.values() {
                             e.addr.do_send(agent_msgs::Shutdown {

@@ -91,24 +91,23 @@ impl NodeActor {
         agent_type: &str,
         name: &str,
         cfg: &crate::config::Config,
-    ) -> Result<(Option<WorktreeRecord>, PathBuf), ErrorInfo> {
-        let in_repo = worktree::repo_root(cwd).is_some();
+    ) -> Result<(Option<WorktreeRecord>, PathBuf, Isolation), ErrorInfo> {
+        let repo_root = worktree::repo_root(cwd);
+        let in_repo = repo_root.is_some();
         let level = match requested {
             Isolation::Auto => match cfg.isolation.default.as_str() {
                 "none" => Isolation::None,
                 "worktree" => Isolation::Worktree,
+                "devcontainer" if in_repo => Isolation::Devcontainer,
+                "docker" if in_repo => Isolation::Docker,
                 _ if in_repo => Isolation::Worktree,
                 _ => Isolation::None,
             },
             other => other,
         };
         match level {
-            Isolation::None | Isolation::Auto => Ok((None, cwd.to_path_buf())),
-            Isolation::Devcontainer | Isolation::Docker => Err(err(
-                ErrorCode::IsolationUnavailable,
-                "devcontainer and docker isolation are not available in this build yet",
-            )),
-            Isolation::Worktree => {
+            Isolation::None | Isolation::Auto => Ok((None, cwd.to_path_buf(), Isolation::None)),
+            Isolation::Worktree | Isolation::Devcontainer | Isolation::Docker => {
                 if !in_repo {
                     return Err(err(
                         ErrorCode::IsolationUnavailable,
@@ -117,6 +116,12 @@ impl NodeActor {
                             cwd.display()
                         ),
                     ));
+                }
+                // Containers: check the engine (and the file) before any worktree exists.
+                if let (Isolation::Docker | Isolation::Devcontainer, Some(root)) =
+                    (level, &repo_root)
+                {
+                    super::container_ops::precheck(level, root, &cfg.isolation.docker_image)?;
                 }
                 match worktree::create(cwd, agent_type, name, &cfg.isolation.worktree_path) {
                     Ok(w) => Ok((
@@ -128,12 +133,13 @@ impl NodeActor {
                             base_branch: w.base_branch,
                         }),
                         w.cwd,
+                        level,
                     )),
                     // Auto on a repository without commits: run in place.
                     Err(WorktreeError::Refused(m))
                         if requested == Isolation::Auto && m.contains("no commits") =>
                     {
-                        Ok((None, cwd.to_path_buf()))
+                        Ok((None, cwd.to_path_buf(), Isolation::None))
                     }
                     Err(e) => Err(git_err(e)),
                 }

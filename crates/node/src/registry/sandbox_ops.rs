@@ -27,6 +27,21 @@ pub(super) struct SandboxRuntime {
     tripped: bool,
 }
 
+impl SandboxRuntime {
+    pub(super) fn replace_proxy(&mut self, proxy: Option<tokio::task::JoinHandle<()>>) {
+        if let Some(old) = self.proxy.take() {
+            old.abort();
+        }
+        self.proxy = proxy;
+    }
+
+    pub(super) fn set_server(&mut self, server: tokio::task::JoinHandle<()>) {
+        if let Some(old) = self.server.replace(server) {
+            old.abort();
+        }
+    }
+}
+
 impl Drop for SandboxRuntime {
     fn drop(&mut self) {
         if let Some(h) = self.server.take() {
@@ -132,6 +147,14 @@ impl NodeActor {
     }
 
     /// Listen on the agent's own `agent.sock`.
+    pub(super) fn serve_agent_channel_at(
+        &self,
+        agent_id: &str,
+        socket: &Path,
+    ) -> Result<tokio::task::JoinHandle<()>, ErrorInfo> {
+        self.serve_agent_channel(agent_id, socket)
+    }
+
     fn serve_agent_channel(
         &self,
         agent_id: &str,
@@ -374,6 +397,7 @@ impl NodeActor {
 
     /// The agent is destroyed: also remove its cgroup and channel.
     pub(super) fn sandbox_destroyed(&mut self, agent_id: &str) {
+        self.container_destroyed(agent_id);
         self.sandbox_run_ended(agent_id);
         self.sandboxes.remove(agent_id);
         let dir = self.home.agent_dir(agent_id);
@@ -392,6 +416,54 @@ impl NodeActor {
         let audit = self.kernel_audit.describe();
         if let Some(plan) = Plan::load(&self.home.agent_dir(&e.record.id.0)) {
             return Ok(plan.view(name, &audit));
+        }
+        let dir = self.home.agent_dir(&e.record.id.0);
+        if let (Some(mode), Ok(plan)) = (
+            super::container_ops::load_mode(&dir),
+            crate::devcontainer::ContainerPlan::read(&dir.join("container-plan.json")),
+        ) {
+            let policy: Option<agentos_sandbox::FilePolicy> = plan
+                .landlock_policy
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let show = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect();
+            return Ok(PolicyView {
+                agent: name.to_string(),
+                sandboxed: true,
+                reason: format!("{:?} container: {}", mode.level, plan.describe()),
+                read_only: policy
+                    .as_ref()
+                    .map(|p| show(&p.read_only))
+                    .unwrap_or_default(),
+                read_write: policy
+                    .as_ref()
+                    .map(|p| show(&p.read_write))
+                    .unwrap_or_default(),
+                blocked: vec!["everything of the host that is not mounted".into()],
+                hidden: vec![],
+                network: format!(
+                    "network none; only the node's proxy at 127.0.0.1:{}",
+                    crate::proxy::PROXY_PORT
+                ),
+                allowed_hosts: vec![],
+                blocked_hosts: vec![],
+                limits: vec![
+                    (
+                        "max_memory".into(),
+                        format!("{} MiB", plan.limits.memory_bytes >> 20),
+                    ),
+                    (
+                        "cpus".into(),
+                        format!("{:.2}", plan.limits.nano_cpus as f64 / 1e9),
+                    ),
+                    ("max_processes".into(), plan.limits.pids.to_string()),
+                ],
+                notes: plan.warnings.clone(),
+                landlock_abi: agentos_sandbox::landlock_abi(),
+                seccomp: true,
+                audit,
+            });
         }
         let reason = if e.record.worktree.is_none() {
             "not sandboxed: it runs without a worktree (`--isolation none`, or outside a git repository)"
