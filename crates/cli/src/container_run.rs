@@ -146,6 +146,17 @@ fn run_plan(plan_path: &Path) -> Result<i32> {
 
     // From here on the container exists: remove it on every way out.
     let result = relay(&rt, &docker, &id);
+    if handle.block_on(container::oom_killed(&docker, &id)) {
+        let reason = format!(
+            "out of memory: killed at its max_memory limit ({} MiB)",
+            plan.limits.memory_bytes >> 20
+        );
+        eprintln!("\r\nagentos: {reason}\r");
+        let _ = std::fs::write(
+            container::limit_file(plan_path),
+            serde_json::json!({ "reason": reason }).to_string(),
+        );
+    }
     let _ = handle.block_on(container::remove(&docker, &id));
     result
 }

@@ -846,3 +846,41 @@ fn no_caps(logs: &str) -> bool {
     logs.lines()
         .any(|l| l.starts_with("CapEff:") && l.trim_end().ends_with("0000000000000000"))
 }
+
+#[test]
+fn an_oom_killed_container_agent_turns_error_with_the_reason() {
+    let Some(docker) = engine() else { return };
+    let n = support::Node::new();
+    std::fs::create_dir_all(&n.home).unwrap();
+    std::fs::write(
+        n.home.join("config.toml"),
+        format!("[isolation]\ndocker_image = \"{IMAGE}\"\n[security]\nmax_memory = \"64M\"\n"),
+    )
+    .unwrap();
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    support::git_repo(&repo);
+    n.ok_in(
+        &repo,
+        &[
+            "create",
+            "hog",
+            "-d",
+            "--isolation",
+            "docker",
+            "--",
+            "python3",
+            "-c",
+            "b = b'x' * (1 << 30)",
+        ],
+    );
+    let id = n.agent("hog")["id"].as_str().unwrap().to_string();
+    support::wait_until("error state", LONG, || n.state("hog") == "error");
+    let st = n.status_json("hog").to_string();
+    assert!(st.contains("out of memory"), "{st}");
+    let audit = n.ok(&["--json", "audit", "--agent", "hog"]).stdout;
+    assert!(audit.contains("\"limit\""), "{audit}");
+    support::wait_until("container removed", LONG, || {
+        containers_of(&docker, &id).is_empty()
+    });
+}

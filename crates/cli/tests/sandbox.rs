@@ -537,3 +537,59 @@ fn find_dirs(root: &Path, name: &str, depth: u32) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn blocked_names_in_the_worktree_are_denied_even_through_links() {
+    if !can_sandbox() {
+        return;
+    }
+    let s = setup("");
+    // Tracked secrets in the repository itself.
+    std::fs::write(s.repo.join(".env"), format!("TOKEN={CANARY}\n")).unwrap();
+    std::fs::create_dir_all(s.repo.join("config")).unwrap();
+    std::fs::write(s.repo.join("config/server.pem"), format!("{CANARY}\n")).unwrap();
+    std::fs::write(s.repo.join("config/app.toml"), "name = 'fine'\n").unwrap();
+    let repo = git2::Repository::open(&s.repo).unwrap();
+    support::git_commit_all(&repo, "secrets");
+    s.shell("names");
+    let cases = [
+        ("dotenv", "cat .env"),
+        ("pem", "cat config/server.pem"),
+        ("symlink", "ln -s .env s && cat s"),
+        ("hardlink", "ln .env h && cat h"),
+        ("newkey", "echo x > fresh.key && cat fresh.key"),
+    ];
+    for (tag, cmd) in cases {
+        s.run("names", &format!("{cmd}; echo {tag}-rc=$?"));
+    }
+    s.run("names", "cat config/app.toml; echo ok-rc=$?");
+    done_marker(&s, "names", "names-done");
+    let logs = s.node.logs("names");
+    assert!(!logs.contains(CANARY), "a secret leaked:\n{logs}");
+    for (tag, _) in cases {
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with(&format!("{tag}-rc=")) && !l.ends_with("rc=0")),
+            "{tag} was not refused:\n{logs}"
+        );
+    }
+    assert!(
+        logs.contains("name = 'fine'") && logs.contains("ok-rc=0"),
+        "{logs}"
+    );
+    let t = Duration::from_secs(5);
+    s.expect_audit(
+        "names",
+        t,
+        &[
+            ("kind", "file_read"),
+            ("outcome", "blocked"),
+            ("target", ".env"),
+        ],
+    );
+    s.expect_audit(
+        "names",
+        t,
+        &[("outcome", "blocked"), ("target", "server.pem")],
+    );
+}

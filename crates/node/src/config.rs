@@ -47,6 +47,9 @@ pub struct Security {
     /// Paths in the user's home each agent type sees in its own HOME, in
     /// addition to its definition's (`.config/foo`).
     pub home_paths: Vec<String>,
+    /// File names an agent may not open inside its worktree (`*` matches
+    /// anything): `.env`, `.env.*`, `*.pem`, `*.key`, `secrets.*`, …
+    pub blocked_globs: Vec<String>,
 }
 
 impl Default for Security {
@@ -63,6 +66,10 @@ impl Default for Security {
             max_processes: 4096,
             max_disk_write: String::new(),
             home_paths: vec![],
+            blocked_globs: agentos_sandbox::fanotify::DEFAULT_GLOBS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -74,6 +81,10 @@ impl Security {
         if set("blocked_paths") {
             self.blocked_paths
                 .extend(project.blocked_paths.iter().cloned());
+        }
+        if set("blocked_globs") {
+            self.blocked_globs
+                .extend(project.blocked_globs.iter().cloned());
         }
         if set("blocked_hosts") {
             self.blocked_hosts

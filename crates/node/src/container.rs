@@ -583,6 +583,23 @@ pub async fn container_pid(docker: &Docker, id: &str) -> Result<Option<u32>, Con
         .map(|p| p as u32))
 }
 
+/// Did the kernel's OOM killer end the container (`State.OOMKilled`)?
+pub async fn oom_killed(docker: &Docker, id: &str) -> bool {
+    docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|i| i.state)
+        .and_then(|s| s.oom_killed)
+        .unwrap_or(false)
+}
+
+/// Where `container-run` leaves the reason a limit stopped the agent, for
+/// the node to show it as the agent's `error` (next to the plan).
+pub fn limit_file(plan: &Path) -> std::path::PathBuf {
+    plan.with_file_name("limit.json")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

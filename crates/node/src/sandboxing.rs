@@ -432,6 +432,8 @@ pub fn plan(i: &Inputs<'_>) -> Result<Plan, ErrorInfo> {
         mask,
         keep,
         private_dirs,
+        blocked_globs: sec.blocked_globs.clone(),
+        worktree: Some(worktree.clone()),
         binds,
         read_only_binds,
         network,

@@ -234,6 +234,21 @@ fn shape_mounts(spec: &SandboxSpec) -> Result<(), SandboxError> {
         make_mountpoint(&b.target, b.source.is_dir())?;
         bind(&b.source, &b.target, b.read_only)?;
     }
+    // The worktree becomes a mount of its own, so that the node can watch
+    // opens through it (fanotify mount mark) and nothing else.
+    {
+        if let Some(wt) = spec.worktree.as_ref().filter(|w| w.is_dir()) {
+            bind(wt, wt, false)?;
+            // SAFETY: geteuid never fails.
+            if unsafe { libc::geteuid() } != 0 && !spec.blocked_globs.is_empty() {
+                let mut found = Vec::new();
+                crate::fanotify::find_matches(wt, &spec.blocked_globs, 12, &mut found);
+                for f in found {
+                    bind(Path::new("/dev/null"), &f, true)?;
+                }
+            }
+        }
+    }
     for p in &spec.read_only_binds {
         if p.exists() {
             bind(p, p, true)?;

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod cgroup;
+pub mod fanotify;
 pub mod launch;
 pub mod seccomp;
 pub mod spec;

@@ -47,6 +47,14 @@ pub struct SandboxSpec {
     /// tmp inside a private tmpfs that also re-exposes kept paths).
     #[serde(default)]
     pub private_dirs: Vec<PathBuf>,
+    /// Blocked file names inside the worktree (`.env`, `*.pem`…). As root
+    /// the node enforces them with fanotify on the worktree's own mount;
+    /// otherwise the launcher covers existing matches with `/dev/null`.
+    #[serde(default)]
+    pub blocked_globs: Vec<String>,
+    /// The agent's worktree (made a mount of its own).
+    #[serde(default)]
+    pub worktree: Option<PathBuf>,
     /// Extra binds, made after masking.
     pub binds: Vec<Bind>,
     /// Paths made read-only by a bind mount (other agents' branch refs).

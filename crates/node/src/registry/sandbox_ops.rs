@@ -21,6 +21,8 @@ use tracing::{info, warn};
 pub(super) struct SandboxRuntime {
     server: Option<tokio::task::JoinHandle<()>>,
     proxy: Option<tokio::task::JoinHandle<()>>,
+    /// The fanotify guard of the worktree's blocked names.
+    names: Option<agentos_sandbox::fanotify::Guard>,
     session: Option<u32>,
     baseline: Breaches,
     /// A limit breach was handled for this run.
@@ -266,14 +268,59 @@ impl NodeActor {
         {
             warn!(agent = %name, error = %e, "audit rules for exec and writes not installed");
         }
+        let names = self.guard_names(agent_id, name, plan, pid)?;
         let rt = self.sandboxes.entry(agent_id.to_string()).or_default();
         if let Some(old) = rt.proxy.take() {
             old.abort();
         }
         rt.proxy = proxy;
+        rt.names = names;
         rt.session = audit_session;
         rt.tripped = false;
         Ok(())
+    }
+
+    /// As root: deny blocked names in the worktree through the agent's own
+    /// mount of it (fails closed: without the guard the agent does not run).
+    fn guard_names(
+        &self,
+        agent_id: &str,
+        name: &str,
+        plan: &Plan,
+        pid: u32,
+    ) -> Result<Option<agentos_sandbox::fanotify::Guard>, ErrorInfo> {
+        // SAFETY: geteuid never fails.
+        if plan.spec.blocked_globs.is_empty() || unsafe { libc::geteuid() } != 0 {
+            return Ok(None);
+        }
+        let mount = PathBuf::from(format!("/proc/{pid}/root"))
+            .join(plan.worktree.strip_prefix("/").unwrap_or(&plan.worktree));
+        let audit = self.audit.clone();
+        let (id, n) = (agent_id.to_string(), name.to_string());
+        agentos_sandbox::fanotify::guard(
+            &mount,
+            &plan.worktree,
+            plan.spec.blocked_globs.clone(),
+            move |d| {
+                audit.do_send(NodeEvent {
+                    agent_id: id.clone(),
+                    name: n.clone(),
+                    pid: u32::try_from(d.pid).ok(),
+                    kind: "file_read",
+                    target: d.path,
+                    outcome: Outcome::Blocked,
+                    source: "fanotify",
+                    detail: "blocked name in the worktree".into(),
+                });
+            },
+        )
+        .map(Some)
+        .map_err(|e| {
+            err(
+                ErrorCode::IsolationUnavailable,
+                format!("cannot guard the worktree's blocked names with fanotify: {e}"),
+            )
+        })
     }
 
     /// After a daemon restart: serve the channels of live sandboxed agents
@@ -376,12 +423,37 @@ impl NodeActor {
 
     /// A run ended: kill what it left behind, close its proxy, drop its rules.
     pub(super) fn sandbox_run_ended(&mut self, agent_id: &str) {
+        // A container stopped by a limit says so next to its plan.
+        let limit = crate::container::limit_file(
+            &self.home.agent_dir(agent_id).join("container-plan.json"),
+        );
+        if let Ok(text) = std::fs::read_to_string(&limit) {
+            let _ = std::fs::remove_file(&limit);
+            let reason = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "stopped by a resource limit".into());
+            if let Some(e) = self.agents.get(agent_id) {
+                self.audit.do_send(NodeEvent {
+                    agent_id: agent_id.to_string(),
+                    name: e.record.name.clone(),
+                    pid: None,
+                    kind: "limit",
+                    target: "memory".into(),
+                    outcome: Outcome::Blocked,
+                    source: "docker",
+                    detail: reason.clone(),
+                });
+                e.addr.do_send(agent_msgs::Fail { message: reason });
+            }
+        }
         let Some(rt) = self.sandboxes.get_mut(agent_id) else {
             return;
         };
         if let Some(p) = rt.proxy.take() {
             p.abort();
         }
+        rt.names = None;
         let session = rt.session.take();
         let dir = self.home.agent_dir(agent_id);
         if let Some(plan) = Plan::load(&dir) {
