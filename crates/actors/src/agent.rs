@@ -501,7 +501,8 @@ async fn holder_session(
                 });
                 break Ok(());
             }
-            Ok(HolderEvent::Info { .. } | HolderEvent::Lagged { .. }) => {}
+            Ok(HolderEvent::Info { .. } | HolderEvent::Lagged { .. } | HolderEvent::Ack { .. }) => {
+            }
             Err(e) => break Err(e.to_string()),
         }
     };

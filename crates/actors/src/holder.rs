@@ -194,6 +194,10 @@ struct Shared {
     writer: Mutex<Box<dyn Write + Send>>,
     master: Mutex<Box<dyn MasterPty + Send>>,
     child_pid: Option<u32>,
+    /// Seccomp supervisors of a rootless sandbox (kept alive here).
+    supervisors: Mutex<Vec<agentos_sandbox::notify::Supervisor>>,
+    /// `audit.jsonl`: the calls they observed.
+    audit_path: PathBuf,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -305,6 +309,8 @@ pub fn run(dir: &Path) -> Result<i32, HolderError> {
         }),
         cond: Condvar::new(),
         log_path: ad.log(),
+        supervisors: Mutex::new(Vec::new()),
+        audit_path: ad.0.join("audit.jsonl"),
         info: HolderEvent::Info {
             holder_pid: std::process::id(),
             child_pid,
@@ -473,6 +479,11 @@ fn serve(mut conn: UnixStream, shared: Arc<Shared>) {
     }
     let (since, lag_limit) = match read_frame::<HolderCmd>(&mut conn) {
         Ok(HolderCmd::Subscribe { since, lag_limit }) => (since, lag_limit),
+        Ok(HolderCmd::Supervise { pid, fd }) => {
+            let error = supervise(&shared, pid, fd).err();
+            let _ = write_frame(&mut conn, &HolderEvent::Ack { error });
+            return;
+        }
         _ => return,
     };
     let Ok(out) = conn.try_clone() else { return };
@@ -511,7 +522,7 @@ fn serve(mut conn: UnixStream, shared: Arc<Shared>) {
                     }
                 }
             }
-            HolderCmd::Subscribe { .. } => {}
+            HolderCmd::Subscribe { .. } | HolderCmd::Supervise { .. } => {}
         }
     }
     let _ = conn.shutdown(std::net::Shutdown::Both);
@@ -522,6 +533,39 @@ fn serve(mut conn: UnixStream, shared: Arc<Shared>) {
     } else {
         lock(&shared.state).open_writers -= 1;
     }
+}
+
+/// Take a rootless launcher's seccomp listener and record what it reports.
+fn supervise(shared: &Arc<Shared>, pid: u32, fd: i32) -> Result<(), String> {
+    // Only our own child (the launcher) may hand us a listener.
+    if shared.child_pid != Some(pid) {
+        return Err(format!("pid {pid} is not this holder's child"));
+    }
+    let listener = agentos_sandbox::notify::take_fd(pid, fd).map_err(|e| e.to_string())?;
+    let path = shared.audit_path.clone();
+    let file = std::sync::Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let sup = agentos_sandbox::notify::supervise(listener, move |c| {
+        let line = serde_json::json!({
+            "ts_ms": now_ms(),
+            "pid": c.pid,
+            "nr": c.nr,
+            "path": c.path,
+            "argv": c.argv,
+            "addr": c.addr.map(|a| a.to_string()),
+            "write": c.write,
+            "exe": c.exe,
+        });
+        let mut f = lock(&file);
+        let _ = writeln!(f, "{line}");
+    });
+    lock(&shared.supervisors).push(sup);
+    Ok(())
 }
 
 /// Stream output from `cursor` onward, then `Exited`.

@@ -237,7 +237,7 @@ fn spawn_holder_reader(mut holder: UnixStream, generation: u64, tx: std::sync::m
                 }
                 Ok(HolderEvent::Exited { code, .. }) => break Ev::HolderExited { code },
                 Ok(HolderEvent::Lagged { .. }) => break Ev::HolderLagged { generation },
-                Ok(HolderEvent::Info { .. }) => {}
+                Ok(HolderEvent::Info { .. } | HolderEvent::Ack { .. }) => {}
                 Err(_) => break Ev::HolderGone { generation },
             }
         };

@@ -1227,7 +1227,29 @@ fn sandbox_launch(spec_path: &std::path::Path, command: &[String]) -> Res {
     })?;
     let spec: agentos_sandbox::SandboxSpec = serde_json::from_slice(&text)
         .map_err(|e| unavailable(format!("invalid sandbox spec: {e}")))?;
+    // SAFETY: geteuid never fails.
+    let rootless = unsafe { libc::geteuid() } != 0;
     let entered = launch::enter(&spec).map_err(|e| unavailable(e.to_string()))?;
+    // Without root the node cannot enter our network namespace: open the
+    // proxy's socket here, at a fixed descriptor that stays open in the
+    // agent (a restarted node takes it again).
+    let proxy_fd = match spec.network {
+        agentos_sandbox::NetworkMode::Proxy { port } if rootless => {
+            let l = std::net::TcpListener::bind(("127.0.0.1", port))
+                .map_err(|e| unavailable(format!("cannot open the proxy port {port}: {e}")))?;
+            use std::os::fd::AsRawFd;
+            const PROXY_FD: i32 = 1000;
+            // SAFETY: dup2 onto a free, fixed number (without CLOEXEC).
+            if unsafe { libc::dup2(l.as_raw_fd(), PROXY_FD) } < 0 {
+                return Err(unavailable(format!(
+                    "cannot keep the proxy socket: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            Some(PROXY_FD)
+        }
+        _ => None,
+    };
     let node = Home {
         root: std::path::PathBuf::new(),
         socket: spec.node_socket.clone(),
@@ -1246,6 +1268,7 @@ fn sandbox_launch(spec_path: &std::path::Path, command: &[String]) -> Res {
             agent_id: spec.agent_id.clone(),
             pid: std::process::id(),
             audit_session: entered.audit_session,
+            proxy_fd,
         })
         .map_err(|e| {
             unavailable(format!(
@@ -1254,7 +1277,27 @@ fn sandbox_launch(spec_path: &std::path::Path, command: &[String]) -> Res {
             ))
         })?;
     drop(client);
+    // Without root there is no kernel audit for us: the holder (which
+    // outlives any daemon) supervises a seccomp listener instead.
+    let holder = if rootless {
+        let sock = spec
+            .node_socket
+            .parent()
+            .map(|d| d.join("holder.sock"))
+            .unwrap_or_default();
+        Some(std::os::unix::net::UnixStream::connect(&sock).map_err(|e| {
+            unavailable(format!(
+                "cannot reach the holder at {}: {e}",
+                sock.display()
+            ))
+        })?)
+    } else {
+        None
+    };
     launch::restrict(&spec).map_err(|e| unavailable(e.to_string()))?;
+    if let Some(mut h) = holder {
+        hand_listener_to_holder(&mut h).map_err(unavailable)?;
+    }
     let err = std::process::Command::new(&command[0])
         .args(&command[1..])
         .exec();
@@ -1262,6 +1305,41 @@ fn sandbox_launch(spec_path: &std::path::Path, command: &[String]) -> Res {
         ErrorCode::SpawnFailed,
         format!("cannot run {}: {err}", command[0]),
     ))
+}
+
+/// Install the seccomp listener and give it to the holder (rootless audit).
+fn hand_listener_to_holder(h: &mut std::os::unix::net::UnixStream) -> Result<(), String> {
+    use agentos_proto::{
+        HOLDER_MAGIC, HolderCmd, HolderEvent, PROTOCOL_VERSION, check_hello, hello_bytes,
+        read_frame, write_frame,
+    };
+    use std::io::{Read, Write as _};
+    use std::os::fd::AsRawFd;
+    let _ = h.set_read_timeout(Some(Duration::from_secs(10)));
+    let e =
+        |w: &str, x: &dyn std::fmt::Display| format!("audit handshake with the holder ({w}): {x}");
+    h.write_all(&hello_bytes(HOLDER_MAGIC, PROTOCOL_VERSION))
+        .map_err(|x| e("hello", &x))?;
+    let mut hello = [0u8; 8];
+    h.read_exact(&mut hello).map_err(|x| e("hello", &x))?;
+    check_hello(HOLDER_MAGIC, hello).map_err(|x| e("hello", &x))?;
+    let _info: HolderEvent = read_frame(h).map_err(|x| e("info", &x))?;
+    let listener =
+        agentos_sandbox::notify::install_listener().map_err(|x| e("seccomp listener", &x))?;
+    write_frame(
+        h,
+        &HolderCmd::Supervise {
+            pid: std::process::id(),
+            fd: listener.as_raw_fd(),
+        },
+    )
+    .map_err(|x| e("supervise", &x))?;
+    match read_frame::<HolderEvent>(h) {
+        Ok(HolderEvent::Ack { error: None }) => Ok(()),
+        Ok(HolderEvent::Ack { error: Some(x) }) => Err(e("refused", &x)),
+        Ok(_) => Err(e("reply", &"unexpected")),
+        Err(x) => Err(e("reply", &x)),
+    }
 }
 
 /// `agentos sandbox-exec --policy`: restrict this process, then become the agent.

@@ -755,7 +755,9 @@ fn create_with_docker_isolation_runs_the_agent_in_its_container() {
              python3 -c \"import urllib.request as u; print('proxy', u.urlopen('http://localhost:{port}/').status)\"; echo ALL-DONE"
         ),
     ]);
-    n.wait_log("dock", "ALL-DONE\n");
+    support::wait_until("the commands ran", LONG, || {
+        n.logs("dock").contains("ALL-DONE\n")
+    });
     support::wait_until("the proxy answer", LONG, || {
         let l = n.logs("dock");
         l.contains("proxy 200")
@@ -809,7 +811,14 @@ fn create_with_devcontainer_isolation_uses_the_projects_file() {
             "echo VAR=$FROM_DC; grep CapEff /proc/self/status; exec sleep 600",
         ],
     );
-    n.wait_log("dev", "VAR=dc-ok");
+    let ok = support::try_wait(LONG, || n.logs("dev").contains("VAR=dc-ok"));
+    assert!(
+        ok,
+        "no output from the devcontainer agent:\n{}\n--- status\n{}\n--- daemon\n{}",
+        n.logs("dev"),
+        n.status_json("dev"),
+        n.daemon_log_tail()
+    );
     support::wait_until("caps line", LONG, || n.logs("dev").contains("CapEff"));
     assert!(no_caps(&n.logs("dev")), "{}", n.logs("dev"));
     let id = n.agent("dev")["id"].as_str().unwrap().to_string();

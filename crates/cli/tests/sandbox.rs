@@ -593,3 +593,65 @@ fn blocked_names_in_the_worktree_are_denied_even_through_links() {
         &[("outcome", "blocked"), ("target", "server.pem")],
     );
 }
+
+/// The same guarantees from a node without root: user namespaces build the
+/// view, the proxy socket comes from the launcher, and the audit comes from
+/// seccomp user notification supervised by the agent's holder.
+#[test]
+fn a_node_without_root_sandboxes_and_audits_through_seccomp_notification() {
+    if !can_sandbox() {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let mut s = setup("");
+    s.node.as_user = Some(NOBODY);
+    // Everything the unprivileged node owns.
+    let st = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(s.node.dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::os::unix::fs::chown(s.node.dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    s.shell("rootless");
+    s.run(
+        "rootless",
+        "cat ~/.ssh/id_rsa; echo made > made.txt; curl -s -o /dev/null -w 'proxy=%{http_code}\\n' http://blocked.invalid/; echo rl-done-$((2*3))",
+    );
+    s.node.wait_log("rootless", "rl-done-6");
+    let logs = s.node.logs("rootless");
+    assert!(logs.contains("Permission denied"), "{logs}");
+    assert!(!logs.contains(CANARY), "{logs}");
+    assert!(
+        logs.contains("proxy=502") || logs.contains("proxy=403"),
+        "{logs}"
+    );
+    let t = Duration::from_secs(2);
+    s.expect_audit(
+        "rootless",
+        t,
+        &[
+            ("kind", "file_read"),
+            ("outcome", "blocked"),
+            ("source", "seccomp-notify"),
+            ("target", ".ssh/id_rsa"),
+        ],
+    );
+    s.expect_audit(
+        "rootless",
+        t,
+        &[
+            ("kind", "file_write"),
+            ("outcome", "allowed"),
+            ("target", "made.txt"),
+        ],
+    );
+    s.expect_audit("rootless", t, &[("kind", "exec"), ("target", "curl")]);
+    s.expect_audit(
+        "rootless",
+        t,
+        &[("kind", "proxy"), ("target", "blocked.invalid")],
+    );
+    let policy = s.node.ok(&["policy", "show", "rootless"]).stdout;
+    assert!(policy.contains("seccomp user notification"), "{policy}");
+}

@@ -32,7 +32,7 @@ impl KernelAudit {
         match self {
             KernelAudit::Netlink => "kernel audit records over netlink (Landlock, seccomp, exec, writes) + proxy log + cgroup events".into(),
             KernelAudit::Unavailable(why) => format!(
-                "proxy log and cgroup events only; kernel records unavailable: {why}"
+                "seccomp user notification (supervised by each agent's holder: exec, opens of blocked paths, writes, connects) + proxy log + cgroup events; kernel records unavailable: {why}"
             ),
         }
     }

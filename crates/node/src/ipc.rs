@@ -100,11 +100,15 @@ async fn agent_connection(
                 payload,
             },
             ClientFrame::Request(Request::SandboxReady {
-                pid, audit_session, ..
+                pid,
+                audit_session,
+                proxy_fd,
+                ..
             }) => Request::SandboxReady {
                 agent_id: agent_id.clone(),
                 pid,
                 audit_session,
+                proxy_fd,
             },
             ClientFrame::Request(Request::Ping) => Request::Ping,
             other => {

@@ -1219,7 +1219,8 @@ impl Handler<ClientRequest> for NodeActor {
                 agent_id,
                 pid,
                 audit_session,
-            } => ready(self.sandbox_ready(&agent_id, pid, audit_session)),
+                proxy_fd,
+            } => ready(self.sandbox_ready(&agent_id, pid, audit_session, proxy_fd)),
             Request::PolicyShow { name } => ready(match self.policy_view(&name) {
                 Ok(policy) => Response::Policy { policy },
                 Err(e) => error_response(e),

@@ -390,9 +390,23 @@ pub fn plan(i: &Inputs<'_>) -> Result<Plan, ErrorInfo> {
         .collect();
     files.check(&mask).map_err(|e| err(e.to_string()))?;
     let limits = limits(sec)?;
-    let cgroup =
-        AgentCgroup::create(i.agent_id, &limits, &worktree).map_err(|e| err(e.to_string()))?;
-    notes.extend(cgroup.notes.iter().cloned());
+    // SAFETY: geteuid never fails.
+    let root = unsafe { libc::geteuid() } == 0;
+    let cgroup = match AgentCgroup::create(i.agent_id, &limits, &worktree) {
+        Ok(c) => {
+            notes.extend(c.notes.iter().cloned());
+            Some(c)
+        }
+        // Without root and without a delegated cgroup, the built-in default
+        // limit cannot apply; limits the user asked for fail closed.
+        Err(e) if !root && limits == self::limits(&Security::default())? => {
+            notes.push(format!(
+                "no per-agent limits: {e} (the node is not root and has no delegated cgroup)"
+            ));
+            None
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
     let node_socket = i.agent_dir.join("agent.sock");
     env.extend([
         ("HOME".to_string(), agent_home.display().to_string()),
@@ -437,14 +451,14 @@ pub fn plan(i: &Inputs<'_>) -> Result<Plan, ErrorInfo> {
         binds,
         read_only_binds,
         network,
-        cgroup_procs: cgroup.procs_files(),
+        cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
         seccomp: true,
         node_socket,
         cwd: canonical(i.cwd),
     };
     Ok(Plan {
         spec,
-        cgroup: Some(cgroup),
+        cgroup,
         hosts,
         env,
         scrub: SCRUB.iter().map(|s| s.to_string()).collect(),

@@ -187,6 +187,11 @@ pub enum Request {
         agent_id: String,
         pid: u32,
         audit_session: Option<u32>,
+        /// Without root the node cannot enter the agent's network
+        /// namespace: the launcher opens the proxy's listening socket there
+        /// and names its descriptor, which stays open in the agent so that
+        /// a restarted node can take it again.
+        proxy_fd: Option<i32>,
     },
     /// `agentos audit`: stored audit records, oldest first.
     Audit {
@@ -416,6 +421,15 @@ pub enum HolderCmd {
     Signal {
         signal: i32,
     },
+    /// From the sandbox launcher of a node without root, instead of
+    /// `Subscribe`: take descriptor `fd` of process `pid` (its seccomp
+    /// listener) and record the calls it reports in `audit.jsonl`. The
+    /// holder lives as long as the agent, so the agent never depends on the
+    /// daemon being up. Answered with `Ack`.
+    Supervise {
+        pid: u32,
+        fd: i32,
+    },
 }
 
 /// Holder → daemon events.
@@ -446,5 +460,9 @@ pub enum HolderEvent {
     /// here; resync from a snapshot at `total` or later.
     Lagged {
         total: u64,
+    },
+    /// The answer to `Supervise`.
+    Ack {
+        error: Option<String>,
     },
 }

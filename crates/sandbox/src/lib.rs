@@ -15,6 +15,7 @@ pub mod audit;
 pub mod cgroup;
 pub mod fanotify;
 pub mod launch;
+pub mod notify;
 pub mod seccomp;
 pub mod spec;
 

@@ -46,6 +46,8 @@ pub struct Node {
     pub work: PathBuf,
     pub path: String,
     pub extra_env: Vec<(String, String)>,
+    /// Run every command as this uid/gid (a node without root).
+    pub as_user: Option<u32>,
 }
 
 pub struct Out {
@@ -93,6 +95,7 @@ impl Node {
             work,
             path,
             extra_env: vec![],
+            as_user: None,
             dir,
         }
     }
@@ -115,6 +118,10 @@ impl Node {
             .stdin(std::process::Stdio::null());
         for (k, v) in &self.extra_env {
             c.env(k, v);
+        }
+        if let Some(u) = self.as_user {
+            use std::os::unix::process::CommandExt;
+            c.uid(u).gid(u);
         }
         c
     }

@@ -27,6 +27,8 @@ pub(super) struct SandboxRuntime {
     baseline: Breaches,
     /// A limit breach was handled for this run.
     tripped: bool,
+    /// How far `audit.jsonl` (rootless audit, written by the holder) is read.
+    audit_offset: u64,
 }
 
 impl SandboxRuntime {
@@ -195,6 +197,7 @@ impl NodeActor {
         agent_id: &str,
         pid: u32,
         audit_session: Option<u32>,
+        proxy_fd: Option<i32>,
     ) -> Response {
         let Some(entry) = self.agents.get(agent_id) else {
             return Response::Error {
@@ -214,15 +217,20 @@ impl NodeActor {
                 ),
             };
         };
-        if let Err(e) = self.start_run(agent_id, &name, &plan, pid, audit_session) {
+        if let Err(e) = self.start_run(agent_id, &name, &plan, pid, audit_session, proxy_fd) {
             return Response::Error { error: e };
         }
         let _ = std::fs::write(
             dir.join("audit-session"),
             format!(
-                "{} {}",
+                "{} {} {}",
                 pid,
-                audit_session.map(|s| s.to_string()).unwrap_or_default()
+                audit_session
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                proxy_fd
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into())
             ),
         );
         info!(agent = %name, pid, session = ?audit_session, "sandbox ready");
@@ -236,15 +244,24 @@ impl NodeActor {
         plan: &Plan,
         pid: u32,
         audit_session: Option<u32>,
+        proxy_fd: Option<i32>,
     ) -> Result<(), ErrorInfo> {
         let proxy = match plan.spec.network {
             NetworkMode::Proxy { port } => {
-                let listener = crate::proxy::listen_in_netns(pid, port).map_err(|e| {
+                let listener = match proxy_fd {
+                    // Rootless: the launcher opened it; take it from the process.
+                    Some(fd) => {
+                        agentos_sandbox::notify::take_fd(pid, fd).map(std::net::TcpListener::from)
+                    }
+                    None => crate::proxy::listen_in_netns(pid, port),
+                }
+                .map_err(|e| {
                     err(
                         ErrorCode::IsolationUnavailable,
                         format!("cannot open the agent's proxy in its network namespace: {e}"),
                     )
                 })?;
+                let _ = listener.set_nonblocking(true);
                 Some(
                     crate::proxy::spawn_proxy(
                         listener,
@@ -352,11 +369,77 @@ impl NodeActor {
             let mut parts = run.split_whitespace();
             let pid: Option<u32> = parts.next().and_then(|p| p.parse().ok());
             let session: Option<u32> = parts.next().and_then(|s| s.parse().ok());
+            let proxy_fd: Option<i32> = parts.next().and_then(|s| s.parse().ok());
             let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if let (Some(pid), true) = (pid, alive)
-                && let Err(e) = self.start_run(&id, &name, &plan, pid, session)
+                && let Err(e) = self.start_run(&id, &name, &plan, pid, session, proxy_fd)
             {
                 warn!(agent = %name, error = %e.message, "sandbox run not restored");
+            }
+        }
+    }
+
+    /// Rootless audit: the calls the holder's seccomp supervisor recorded,
+    /// judged against the agent's policy.
+    fn ingest_notified(&mut self) {
+        let ids: Vec<String> = self.sandboxes.keys().cloned().collect();
+        for id in ids {
+            let dir = self.home.agent_dir(&id);
+            let path = dir.join("audit.jsonl");
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let Some(rt) = self.sandboxes.get_mut(&id) else {
+                continue;
+            };
+            let offset_file = dir.join("audit.offset");
+            if rt.audit_offset == 0 {
+                // Where an earlier daemon stopped reading.
+                rt.audit_offset = std::fs::read_to_string(&offset_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            if meta.len() <= rt.audit_offset {
+                continue;
+            }
+            let Ok(mut f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            use std::io::{Read, Seek, SeekFrom};
+            if f.seek(SeekFrom::Start(rt.audit_offset)).is_err() {
+                continue;
+            }
+            let mut text = String::new();
+            let _ = f.take(4 << 20).read_to_string(&mut text);
+            // Only whole lines.
+            let upto = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            rt.audit_offset += upto as u64;
+            let _ = std::fs::write(&offset_file, rt.audit_offset.to_string());
+            let Some(plan) = Plan::load(&dir) else {
+                continue;
+            };
+            let name = self
+                .agents
+                .get(&id)
+                .map(|e| e.record.name.clone())
+                .unwrap_or_default();
+            for line in text[..upto].lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if let Some(ev) = judge(&plan, &v) {
+                    self.audit.do_send(NodeEvent {
+                        agent_id: id.clone(),
+                        name: name.clone(),
+                        pid: v["pid"].as_u64().map(|p| p as u32),
+                        kind: ev.0,
+                        target: ev.1,
+                        outcome: ev.2,
+                        source: "seccomp-notify",
+                        detail: v["exe"].as_str().unwrap_or("").to_string(),
+                    });
+                }
             }
         }
     }
@@ -364,6 +447,7 @@ impl NodeActor {
     /// Every half second: limit breaches become audit events, stop the
     /// agent, and put it in `error` with the reason.
     pub(super) fn sandbox_watch(&mut self) {
+        self.ingest_notified();
         let mut hits = Vec::new();
         for (id, rt) in &mut self.sandboxes {
             if rt.tripped {
@@ -573,4 +657,81 @@ impl NodeActor {
             }
         });
     }
+}
+
+/// What a call observed by seccomp notification means under `plan`
+/// (Landlock decides; this predicts its answer for the record):
+/// `(kind, target, outcome)`, or `None` for calls not worth a record
+/// (reads of allowed files).
+fn judge(plan: &Plan, v: &serde_json::Value) -> Option<(&'static str, String, Outcome)> {
+    let nr = v["nr"].as_i64()?;
+    let write = v["write"].as_bool().unwrap_or(false);
+    let path = v["path"].as_str().map(str::to_owned);
+    let spec = &plan.spec;
+    let under = |p: &str, roots: &[PathBuf]| roots.iter().any(|r| Path::new(p).starts_with(r));
+    let blocked_path = |p: &str| {
+        under(p, &spec.files.blocked)
+            || Path::new(p)
+                .file_name()
+                .map(|n| {
+                    agentos_sandbox::fanotify::matches_any(
+                        &spec.blocked_globs,
+                        &n.to_string_lossy(),
+                    )
+                })
+                .unwrap_or(false)
+    };
+    let in_worktree = |p: &str| Path::new(p).starts_with(&plan.worktree);
+    if nr == libc::SYS_execve || nr == libc::SYS_execveat {
+        let argv: Vec<String> = v["argv"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let target = if argv.is_empty() {
+            path.unwrap_or_default()
+        } else {
+            argv.join(" ")
+        };
+        return Some(("exec", target, Outcome::Allowed));
+    }
+    if nr == libc::SYS_connect {
+        let addr: std::net::SocketAddr = v["addr"].as_str()?.parse().ok()?;
+        if let NetworkMode::Proxy { port } = spec.network
+            && addr.ip().is_loopback()
+            && addr.port() == port
+        {
+            return None; // the proxy logs the request itself
+        }
+        let outcome = if spec.network == NetworkMode::Host {
+            Outcome::Allowed
+        } else {
+            Outcome::Blocked
+        };
+        return Some(("net", addr.to_string(), outcome));
+    }
+    let p = path?;
+    if blocked_path(&p) {
+        return Some((
+            if write { "file_write" } else { "file_read" },
+            p,
+            Outcome::Blocked,
+        ));
+    }
+    if !in_worktree(&p) {
+        return None;
+    }
+    let kind = if nr == libc::SYS_unlinkat {
+        "file_delete"
+    } else if nr == libc::SYS_fchmodat {
+        "permission"
+    } else if write {
+        "file_write"
+    } else {
+        return None;
+    };
+    Some((kind, p, Outcome::Allowed))
 }
