@@ -125,6 +125,14 @@ fn prd_11_3_reading_the_ssh_key_is_blocked_and_audited_within_2s() {
     }
     let s = setup("");
     s.shell("canary");
+    // `audit --follow` sees it arrive.
+    let follow_out = s.node.dir.path().join("follow.jsonl");
+    let mut follow = s
+        .node
+        .command(&["--json", "audit", "--follow", "--agent", "canary"])
+        .stdout(std::fs::File::create(&follow_out).unwrap())
+        .spawn()
+        .unwrap();
     s.run("canary", "cat ~/.ssh/id_rsa; echo rc=$?");
     s.node.wait_log("canary", "rc=1");
     let logs = s.node.logs("canary");
@@ -152,6 +160,18 @@ fn prd_11_3_reading_the_ssh_key_is_blocked_and_audited_within_2s() {
     assert_eq!(rec["exe"], "/usr/bin/cat", "{rec}");
     assert!(rec["pid"].as_u64().is_some(), "{rec}");
     assert!(!rec["session"].as_str().unwrap_or("").is_empty(), "{rec}");
+    wait_until(
+        "audit --follow prints the denial",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&follow_out)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"file_read\"") && l.contains("\"blocked\""))
+        },
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
 
 #[test]
