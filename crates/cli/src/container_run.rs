@@ -39,6 +39,54 @@ pub fn run(plan: &Path) -> i32 {
     }
 }
 
+/// The container's `pids.events` (cgroup v1 or v2, cgroupfs or systemd).
+fn pids_events(id: &str) -> Option<std::path::PathBuf> {
+    [
+        format!("/sys/fs/cgroup/pids/docker/{id}/pids.events"),
+        format!("/sys/fs/cgroup/docker/{id}/pids.events"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/pids.events"),
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// An agent that hits its process limit is stopped, and says why (the
+/// node turns it to `error` with the reason).
+fn watch_pids(
+    handle: &tokio::runtime::Handle,
+    docker: &container::Docker,
+    id: &str,
+    limit: &Path,
+    max: i64,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    let mut events = None;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        if events.is_none() {
+            events = pids_events(id);
+        }
+        let hits = events
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("max ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
+            })
+            .unwrap_or(0);
+        if hits > 0 {
+            let reason = format!("hit its process limit (max_processes = {max}); stopped");
+            eprintln!("\r\nagentos: {reason}\r");
+            let _ = std::fs::write(limit, serde_json::json!({ "reason": reason }).to_string());
+            let _ = handle.block_on(container::stop(docker, id, STOP_GRACE));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Restores the terminal's modes when dropped.
 struct RawMode {
     saved: Option<nix::sys::termios::Termios>,
@@ -145,7 +193,16 @@ fn run_plan(plan_path: &Path) -> Result<i32> {
     let id = rt.block_on(container::create(&docker, &plan, &image))?;
 
     // From here on the container exists: remove it on every way out.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (handle, docker, id, done) = (handle.clone(), docker.clone(), id.clone(), done.clone());
+        let limit = container::limit_file(plan_path);
+        let max = plan.limits.pids;
+        std::thread::spawn(move || watch_pids(&handle, &docker, &id, &limit, max, &done))
+    };
     let result = relay(&rt, &docker, &id);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
     if handle.block_on(container::oom_killed(&docker, &id)) {
         let reason = format!(
             "out of memory: killed at its max_memory limit ({} MiB)",

@@ -893,3 +893,41 @@ fn an_oom_killed_container_agent_turns_error_with_the_reason() {
         containers_of(&docker, &id).is_empty()
     });
 }
+
+#[test]
+fn a_container_agent_at_its_process_limit_is_stopped_with_the_reason() {
+    let Some(docker) = engine() else { return };
+    let n = support::Node::new();
+    std::fs::create_dir_all(&n.home).unwrap();
+    std::fs::write(
+        n.home.join("config.toml"),
+        format!("[isolation]\ndocker_image = \"{IMAGE}\"\n[security]\nmax_processes = 32\n"),
+    )
+    .unwrap();
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    support::git_repo(&repo);
+    n.ok_in(
+        &repo,
+        &[
+            "create",
+            "bomb",
+            "-d",
+            "--isolation",
+            "docker",
+            "--",
+            "bash",
+            "-c",
+            "b(){ b|b & }; b; sleep 600",
+        ],
+    );
+    let id = n.agent("bomb")["id"].as_str().unwrap().to_string();
+    support::wait_until("error state", LONG, || n.state("bomb") == "error");
+    let st = n.status_json("bomb").to_string();
+    assert!(st.contains("process limit"), "{st}");
+    let audit = n.ok(&["--json", "audit", "--agent", "bomb"]).stdout;
+    assert!(audit.contains("\"pids\""), "{audit}");
+    support::wait_until("container removed", LONG, || {
+        containers_of(&docker, &id).is_empty()
+    });
+}

@@ -675,3 +675,37 @@ fn a_node_without_root_sandboxes_and_audits_through_seccomp_notification() {
     let policy = s.node.ok(&["policy", "show", "rootless"]).stdout;
     assert!(policy.contains("seccomp user notification"), "{policy}");
 }
+
+#[test]
+fn limits_are_written_to_the_agents_cgroups() {
+    if !can_sandbox() {
+        return;
+    }
+    let s = setup(
+        "[security]\nmax_memory = \"256M\"\nmax_cpu_percent = 50\nmax_processes = 100\nmax_disk_write = \"10M\"\n",
+    );
+    s.shell("lim");
+    let id = s.node.agent("lim")["id"].as_str().unwrap().to_string();
+    let read = |file: &str| -> Vec<String> {
+        find_dirs(Path::new("/sys/fs/cgroup"), &id, 6)
+            .into_iter()
+            .filter_map(|d| std::fs::read_to_string(d.join(file)).ok())
+            .map(|s| s.trim().to_string())
+            .collect()
+    };
+    let v2 = !read("memory.max").is_empty();
+    if v2 {
+        assert_eq!(read("memory.max"), vec!["268435456"]);
+        assert_eq!(read("pids.max"), vec!["100"]);
+        assert!(read("cpu.max").iter().any(|c| c.starts_with("50000 ")));
+    } else {
+        assert_eq!(read("memory.limit_in_bytes"), vec!["268435456"]);
+        assert_eq!(read("pids.max"), vec!["100"]);
+        assert_eq!(read("cpu.cfs_quota_us"), vec!["50000"]);
+        let blk = read("blkio.throttle.write_bps_device");
+        assert!(blk.iter().any(|b| b.ends_with(" 10485760")), "{blk:?}");
+    }
+    // The agent's shell is inside them.
+    let pid = s.node.agent("lim")["pid"].as_u64().unwrap().to_string();
+    assert!(cgroup_pids(&id).contains(&pid), "{:?}", cgroup_pids(&id));
+}

@@ -523,7 +523,11 @@ impl NodeActor {
                     name: e.record.name.clone(),
                     pid: None,
                     kind: "limit",
-                    target: "memory".into(),
+                    target: if reason.contains("process limit") {
+                        "pids".into()
+                    } else {
+                        "memory".into()
+                    },
                     outcome: Outcome::Blocked,
                     source: "docker",
                     detail: reason.clone(),
