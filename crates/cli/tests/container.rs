@@ -931,3 +931,89 @@ fn a_container_agent_at_its_process_limit_is_stopped_with_the_reason() {
         containers_of(&docker, &id).is_empty()
     });
 }
+
+#[test]
+fn a_restarted_daemon_removes_containers_whose_agent_died() {
+    let Some(docker) = engine() else { return };
+    let n = support::Node::new();
+    std::fs::create_dir_all(&n.home).unwrap();
+    std::fs::write(
+        n.home.join("config.toml"),
+        format!("[isolation]\ndocker_image = \"{IMAGE}\"\n"),
+    )
+    .unwrap();
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    support::git_repo(&repo);
+    n.ok_in(
+        &repo,
+        &[
+            "create",
+            "orphan",
+            "-d",
+            "--isolation",
+            "docker",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    let id = n.agent("orphan")["id"].as_str().unwrap().to_string();
+    support::wait_until("the container", LONG, || {
+        !containers_of(&docker, &id).is_empty()
+    });
+    // The machine "crashes": holder and runner die at once, the container stays.
+    n.ok(&["daemon", "stop"]);
+    for (holder, child) in n.holder_pids() {
+        n.kill9(child, false);
+        n.kill9(holder, false);
+    }
+    assert!(!containers_of(&docker, &id).is_empty());
+    n.ok(&["list"]); // starts a fresh daemon
+    support::wait_until("orphan removed", LONG, || {
+        containers_of(&docker, &id).is_empty()
+    });
+}
+
+#[test]
+fn a_project_can_make_its_devcontainer_the_default() {
+    let Some(docker) = engine() else { return };
+    let n = support::Node::new();
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(repo.join(".agentos")).unwrap();
+    std::fs::write(
+        repo.join(".devcontainer.json"),
+        format!("{{ \"image\": \"{IMAGE}\" }}"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join(".agentos/config.toml"),
+        "[isolation]\ndefault = \"devcontainer\"\n",
+    )
+    .unwrap();
+    support::git_repo(&repo);
+    n.ok_in(
+        &repo,
+        &[
+            "create",
+            "dflt",
+            "-d",
+            "--",
+            "bash",
+            "-c",
+            "echo IN-$((40+2)); exec sleep 600",
+        ],
+    );
+    n.wait_log("dflt", "IN-42");
+    let id = n.agent("dflt")["id"].as_str().unwrap().to_string();
+    assert!(
+        !containers_of(&docker, &id).is_empty(),
+        "not in a container"
+    );
+    let policy = n.ok(&["policy", "show", "dflt"]).stdout;
+    assert!(policy.contains("Devcontainer container"), "{policy}");
+    n.ok(&["destroy", "dflt", "--force"]);
+    support::wait_until("container removed", LONG, || {
+        containers_of(&docker, &id).is_empty()
+    });
+}

@@ -709,3 +709,41 @@ fn limits_are_written_to_the_agents_cgroups() {
     let pid = s.node.agent("lim")["pid"].as_u64().unwrap().to_string();
     assert!(cgroup_pids(&id).contains(&pid), "{:?}", cgroup_pids(&id));
 }
+
+#[test]
+fn without_landlock_creation_fails_closed_and_names_the_way_out() {
+    // Runs everywhere: the missing feature is simulated for the daemon.
+    let n = Node::new().env("AGENTOS_TEST_NO_LANDLOCK", "1");
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git_repo(&repo);
+    let o = n.run_in(
+        &repo,
+        &["create", "nolock", "-d", "--", "bash", "--norc", "-i"],
+    );
+    assert_eq!(o.code, 28, "{o:?}");
+    assert!(
+        o.stderr.contains("E018") && o.stderr.contains("Landlock"),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("--isolation none"), "{o:?}");
+    // Nothing was started and no worktree is left behind.
+    assert!(n.list_json().is_empty());
+    assert!(!repo.join(".shards/command-nolock").exists());
+    // The explicit way out works.
+    n.ok_in(
+        &repo,
+        &[
+            "create",
+            "nolock",
+            "-d",
+            "--isolation",
+            "none",
+            "--",
+            "bash",
+            "--norc",
+            "-i",
+        ],
+    );
+    assert_eq!(n.agent("nolock")["live"], true);
+}

@@ -649,6 +649,7 @@ impl Actor for NodeActor {
         }
         self.recover(ctx);
         self.sandbox_recover();
+        self.containers_recover();
         ctx.run_interval(Duration::from_millis(500), |act, _| act.sandbox_watch());
         info!(agents = self.agents.len(), "node started");
     }

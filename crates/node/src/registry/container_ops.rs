@@ -353,6 +353,38 @@ impl NodeActor {
         });
     }
 
+    /// At daemon start: containers of agents whose holder is gone (the
+    /// machine rebooted, a runner was killed) are removed, in the background.
+    pub(super) fn containers_recover(&self) {
+        let orphans: Vec<String> = self
+            .agents
+            .keys()
+            .filter(|id| {
+                let dir = self.home.agent_dir(id);
+                load_mode(&dir).is_some()
+                    && !agentos_actors::holder::AgentDir(dir)
+                        .read_record()
+                        .is_some_and(|r| Path::new(&format!("/proc/{}", r.holder_pid)).exists())
+            })
+            .cloned()
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        actix::spawn(async move {
+            let Ok(d) = container::connect().await else {
+                return;
+            };
+            for id in orphans {
+                if let Ok(n) = container::remove_by_label(&d, &id).await
+                    && n > 0
+                {
+                    info!(agent = %id, "removed the container of a stopped agent");
+                }
+            }
+        });
+    }
+
     /// Remove the agent's containers (destroy).
     pub(super) fn container_destroyed(&self, agent_id: &str) {
         if load_mode(&self.home.agent_dir(agent_id)).is_none() {
