@@ -39,6 +39,41 @@ pub fn run(plan: &Path) -> i32 {
     }
 }
 
+/// Did the OOM killer end it? The engine learns that from an event that
+/// may arrive after the exit, so a 137 is looked at for a moment, in the
+/// engine and in the container's memory cgroup.
+fn oom_killed(
+    handle: &tokio::runtime::Handle,
+    docker: &container::Docker,
+    id: &str,
+    code: Option<i32>,
+) -> bool {
+    let cgroup_says = || {
+        [
+            format!("/sys/fs/cgroup/memory/docker/{id}/memory.oom_control"),
+            format!("/sys/fs/cgroup/docker/{id}/memory.events"),
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.events"),
+        ]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .any(|t| {
+            t.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    };
+    let tries = if code == Some(137) { 20 } else { 1 };
+    for _ in 0..tries {
+        if cgroup_says() || handle.block_on(container::oom_killed(docker, id)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// The container's `pids.events` (cgroup v1 or v2, cgroupfs or systemd).
 fn pids_events(id: &str) -> Option<std::path::PathBuf> {
     [
@@ -203,7 +238,7 @@ fn run_plan(plan_path: &Path) -> Result<i32> {
     let result = relay(&rt, &docker, &id);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();
-    if handle.block_on(container::oom_killed(&docker, &id)) {
+    if oom_killed(&handle, &docker, &id, result.as_ref().ok().copied()) {
         let reason = format!(
             "out of memory: killed at its max_memory limit ({} MiB)",
             plan.limits.memory_bytes >> 20
