@@ -47,6 +47,7 @@ fn oom_killed(
     docker: &container::Docker,
     id: &str,
     code: Option<i32>,
+    event: &std::sync::atomic::AtomicBool,
 ) -> bool {
     let cgroup_says = || {
         [
@@ -64,9 +65,12 @@ fn oom_killed(
             })
         })
     };
-    let tries = if code == Some(137) { 20 } else { 1 };
+    let tries = if code == Some(137) { 50 } else { 1 };
     for _ in 0..tries {
-        if cgroup_says() || handle.block_on(container::oom_killed(docker, id)) {
+        if event.load(std::sync::atomic::Ordering::Relaxed)
+            || cgroup_says()
+            || handle.block_on(container::oom_killed(docker, id))
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -228,6 +232,15 @@ fn run_plan(plan_path: &Path) -> Result<i32> {
     let id = rt.block_on(container::create(&docker, &plan, &image))?;
 
     // From here on the container exists: remove it on every way out.
+    let oom = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (docker, id, oom) = (docker.clone(), id.clone(), oom.clone());
+        rt.spawn(async move {
+            if container::oom_event(&docker, &id).await {
+                oom.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let (handle, docker, id, done) = (handle.clone(), docker.clone(), id.clone(), done.clone());
@@ -238,7 +251,7 @@ fn run_plan(plan_path: &Path) -> Result<i32> {
     let result = relay(&rt, &docker, &id);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();
-    if oom_killed(&handle, &docker, &id, result.as_ref().ok().copied()) {
+    if oom_killed(&handle, &docker, &id, result.as_ref().ok().copied(), &oom) {
         let reason = format!(
             "out of memory: killed at its max_memory limit ({} MiB)",
             plan.limits.memory_bytes >> 20

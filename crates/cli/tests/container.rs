@@ -884,7 +884,14 @@ fn an_oom_killed_container_agent_turns_error_with_the_reason() {
         ],
     );
     let id = n.agent("hog")["id"].as_str().unwrap().to_string();
-    support::wait_until("error state", LONG, || n.state("hog") == "error");
+    let ok = support::try_wait(LONG, || n.state("hog") == "error");
+    assert!(
+        ok,
+        "not in error:\n{}\n--- status\n{}\n--- daemon\n{}",
+        n.logs("hog"),
+        n.status_json("hog"),
+        n.daemon_log_tail()
+    );
     let st = n.status_json("hog").to_string();
     assert!(st.contains("out of memory"), "{st}");
     let audit = n.ok(&["--json", "audit", "--agent", "hog"]).stdout;

@@ -594,6 +594,20 @@ pub async fn oom_killed(docker: &Docker, id: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Resolves `true` when the engine reports an OOM kill in container `id`
+/// (subscribe before the container starts; the event can come after the
+/// container's exit).
+pub async fn oom_event(docker: &Docker, id: &str) -> bool {
+    let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
+    filters.insert("container", vec![id]);
+    filters.insert("event", vec!["oom"]);
+    let options = bollard::query_parameters::EventsOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let mut events = docker.events(Some(options));
+    matches!(events.next().await, Some(Ok(_)))
+}
+
 /// Where `container-run` leaves the reason a limit stopped the agent, for
 /// the node to show it as the agent's `error` (next to the plan).
 pub fn limit_file(plan: &Path) -> std::path::PathBuf {

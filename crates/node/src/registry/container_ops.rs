@@ -402,19 +402,24 @@ impl NodeActor {
         }
     }
 
-    /// `daemon stop --kill-agents`: every AgentOS container goes.
+    /// `daemon stop --kill-agents`: this node's containers go (only its
+    /// own: other nodes on the machine keep theirs).
     pub(super) fn containers_shutdown(&self) {
-        let any = self
+        let ids: Vec<String> = self
             .agents
             .keys()
-            .any(|id| load_mode(&self.home.agent_dir(id)).is_some());
-        if !any {
+            .filter(|id| load_mode(&self.home.agent_dir(id)).is_some())
+            .cloned()
+            .collect();
+        if ids.is_empty() {
             return;
         }
-        let _ = on_thread(|| {
-            Box::pin(async {
+        let _ = on_thread(move || {
+            Box::pin(async move {
                 if let Ok(d) = container::connect().await {
-                    let _ = container::remove_all_agentos(&d).await;
+                    for id in ids {
+                        let _ = container::remove_by_label(&d, &id).await;
+                    }
                 }
             })
         });
