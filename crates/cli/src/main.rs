@@ -58,7 +58,7 @@ enum Cmd {
         #[arg(long, conflicts_with = "agent")]
         preset: Option<String>,
         /// none | worktree (default inside a git repository) | devcontainer | docker.
-        #[arg(long, value_enum)]
+        #[arg(long, value_enum, visible_alias = "sandbox")]
         isolation: Option<IsolationArg>,
         /// Working directory (default: the current one).
         #[arg(long)]
