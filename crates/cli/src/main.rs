@@ -165,6 +165,9 @@ enum Cmd {
     /// Agent types: list them, check which are installed.
     #[command(subcommand)]
     Agents(AgentsCmd),
+    /// This device's identity.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Read and change configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -242,6 +245,13 @@ enum SessionCmd {
     Restore { name: String },
     /// List saved sessions.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCmd {
+    /// Print the device id (Syncthing-style, with check characters) and its
+    /// 7-character short form.
+    Show,
 }
 
 #[derive(Subcommand, Debug)]
@@ -605,6 +615,24 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
         Cmd::Audit(a) => security::audit_cmd(ctx, a),
         Cmd::Session(s) => session_cmd(ctx, s),
         Cmd::Agents(a) => agents_cmd(ctx, a),
+        Cmd::Device(DeviceCmd::Show) => {
+            let id = agentos_p2p::DeviceIdentity::load_or_create(&ctx.home.keys_dir())
+                .map_err(|e| local(ErrorCode::Internal, e))?;
+            let long = id.device_id().to_string();
+            let short = id.device_id().short();
+            if ctx.json {
+                ctx.json_out(&serde_json::json!({
+                    "device_id": long,
+                    "short": short,
+                    "public_key": id.public_key().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    "key_file": ctx.home.keys_dir().join("device.ed25519"),
+                }));
+            } else {
+                println!("{long}");
+                println!("short: {short}");
+            }
+            Ok(0)
+        }
         Cmd::Config(c) => config_cmd(ctx, c),
         Cmd::Completions { shell } => {
             clap_complete::generate(

@@ -1331,3 +1331,27 @@ fn a_stalled_terminal_is_resynced_not_replayed() {
     p.write(b"\x02d");
     assert_eq!(p.wait_exit(), 0);
 }
+
+#[test]
+fn device_show_prints_a_stable_checked_id_and_keeps_the_key_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = Node::new();
+    let a = n.ok(&["--json", "device", "show"]).stdout;
+    let b = n.ok(&["--json", "device", "show"]).stdout;
+    assert_eq!(a, b, "the identity is created once");
+    let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let long = v["device_id"].as_str().unwrap();
+    assert!(agentos_p2p::DeviceId::parse(long).is_some(), "{long}");
+    assert_eq!(v["short"].as_str().unwrap(), &long[..7]);
+    let mode = std::fs::metadata(n.home.join("keys/device.ed25519"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A typo in an id is caught by its check characters.
+    let mut bad = long.to_string().into_bytes();
+    bad[3] = if bad[3] == b'A' { b'B' } else { b'A' };
+    assert!(agentos_p2p::DeviceId::parse(&String::from_utf8(bad).unwrap()).is_none());
+    let text = n.ok(&["device", "show"]).stdout;
+    assert!(text.starts_with(long) && text.contains("short: "), "{text}");
+}

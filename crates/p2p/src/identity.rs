@@ -96,6 +96,40 @@ impl DeviceIdentity {
     pub fn device_id(&self) -> DeviceId {
         DeviceId::from_public_key(&self.public_key())
     }
+
+    /// Sign `msg` with the device key.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(msg).to_bytes()
+    }
+
+    /// The device's X25519 secret (the Ed25519 key's scalar): epoch keys
+    /// are wrapped to it, so one key pair serves signing and wrapping.
+    pub fn x25519_secret(&self) -> x25519_dalek::StaticSecret {
+        x25519_dalek::StaticSecret::from(self.key.to_scalar_bytes())
+    }
+
+    /// A throwaway identity (tests, simulations).
+    pub fn from_seed(seed: [u8; 32]) -> DeviceIdentity {
+        DeviceIdentity {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+}
+
+/// Verify an Ed25519 signature by `public_key`.
+pub fn verify(public_key: &[u8; 32], msg: &[u8], signature: &[u8; 64]) -> bool {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    let Ok(vk) = VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    vk.verify(msg, &Signature::from_bytes(signature)).is_ok()
+}
+
+/// The X25519 public key of a device, from its Ed25519 public key.
+pub fn x25519_public(public_key: &[u8; 32]) -> Option<x25519_dalek::PublicKey> {
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(public_key).ok()?;
+    Some(x25519_dalek::PublicKey::from(vk.to_montgomery().to_bytes()))
 }
 
 /// A device id: the SHA-256 of the Ed25519 public key.

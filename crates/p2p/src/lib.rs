@@ -1,9 +1,17 @@
-//! Peer-to-peer layer. For now: the device identity. Each device has one
-//! Ed25519 key, created on first run and kept in `$AGENTOS_HOME/keys/` with
-//! mode 0600. The same key becomes the libp2p identity, so a PeerId is a
-//! device id. Device ids are shown Syncthing-style (base32 of the public key's
-//! SHA-256 with Luhn mod-32 check characters) and as a 7-character short form.
+//! Peer-to-peer layer, sans IO so far.
+//!
+//! - `identity`: each device has one Ed25519 key, created on first run and
+//!   kept in `$AGENTOS_HOME/keys/` with mode 0600. The same key becomes the
+//!   libp2p identity (a PeerId is a device id) and, in its Montgomery form,
+//!   the X25519 key that workspace keys are wrapped to. Device ids are shown
+//!   Syncthing-style (base32 of the public key's SHA-256 with Luhn mod-32
+//!   check characters) and as a 7-character short form.
+//! - `roster`: a workspace's signed, hash-linked membership log.
+//! - `seal`: epoch keys, key wrapping and sealed envelopes (AAD header,
+//!   Ed25519 signature a relay can check without the key, replay guard).
 
 pub mod identity;
+pub mod roster;
+pub mod seal;
 
 pub use identity::{DeviceId, DeviceIdentity, IdentityError};
