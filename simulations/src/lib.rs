@@ -24,6 +24,7 @@
 
 mod device;
 mod net;
+pub mod p2p;
 pub mod rng;
 mod sim;
 

@@ -126,6 +126,37 @@ impl WorkspaceDoc {
         Ok(())
     }
 
+    /// The raw bytes of the last change this replica made (what a device
+    /// gossips right after a local write).
+    pub fn last_local_change(&mut self) -> Option<Vec<u8>> {
+        self.doc
+            .get_last_local_change()
+            .map(|c| c.raw_bytes().to_vec())
+    }
+
+    /// The next Automerge sync protocol message for the peer whose state is
+    /// `state` (`None`: nothing to send now). Point to point only.
+    pub fn sync_message(&mut self, state: &mut automerge::sync::State) -> Option<Vec<u8>> {
+        use automerge::sync::SyncDoc;
+        self.doc
+            .sync()
+            .generate_sync_message(state)
+            .map(|m| m.encode())
+    }
+
+    /// Apply a sync protocol message from the peer whose state is `state`.
+    pub fn receive_sync_message(
+        &mut self,
+        state: &mut automerge::sync::State,
+        message: &[u8],
+    ) -> Result<(), CrdtError> {
+        use automerge::sync::SyncDoc;
+        let m = automerge::sync::Message::decode(message)
+            .map_err(|e| CrdtError::InvalidSyncMessage(e.to_string()))?;
+        self.doc.sync().receive_sync_message(state, m)?;
+        Ok(())
+    }
+
     /// Current heads of the document (changes still waiting for missing
     /// dependencies are not included).
     pub fn heads(&mut self) -> Vec<ChangeHash> {

@@ -17,4 +17,7 @@ pub enum CrdtError {
     /// The operation refers to an agent that does not exist in the document.
     #[error("unknown agent {0}")]
     UnknownAgent(AgentId),
+    /// A sync message from a peer could not be decoded.
+    #[error("invalid sync message: {0}")]
+    InvalidSyncMessage(String),
 }

@@ -45,6 +45,7 @@ pub use model::{
 /// Re-export of the hash type used by [`WorkspaceDoc::heads`] and
 /// [`WorkspaceDoc::changes_since`].
 pub use automerge::ChangeHash;
+pub use automerge::sync::State as SyncState;
 
 #[cfg(test)]
 mod tests;

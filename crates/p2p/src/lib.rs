@@ -9,7 +9,11 @@
 //! - `roster`: a workspace's signed, hash-linked membership log.
 //! - `seal`: epoch keys, key wrapping and sealed envelopes (AAD header,
 //!   Ed25519 signature a relay can check without the key, replay guard).
+//! - `engine`: one device's sync engine for one workspace (gossip and relay
+//!   envelopes out, point-to-point Automerge sync with per-peer state), and
+//!   the relay's store of envelopes it cannot read.
 
+pub mod engine;
 pub mod identity;
 pub mod roster;
 pub mod seal;

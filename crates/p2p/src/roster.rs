@@ -80,6 +80,10 @@ pub struct Roster {
     keys: BTreeMap<u64, EpochKey>,
     /// A removal waiting for its rotation.
     pending_removal: Option<[u8; 32]>,
+    /// Everyone who was a member at some point of each epoch: they may
+    /// author that epoch's envelopes (a device removed later keeps its
+    /// earlier writes).
+    epoch_members: BTreeMap<u64, BTreeSet<[u8; 32]>>,
 }
 
 impl Roster {
@@ -262,6 +266,11 @@ impl Roster {
                 }
             }
         }
+        let current: BTreeSet<[u8; 32]> = self.members.keys().copied().collect();
+        self.epoch_members
+            .entry(self.epoch)
+            .or_default()
+            .extend(current);
         self.entries.push(e);
         Ok(())
     }
@@ -283,6 +292,10 @@ impl Roster {
     }
     pub fn names(&self) -> &BTreeMap<[u8; 32], String> {
         &self.members
+    }
+    /// Who may author envelopes of each epoch.
+    pub fn authors_by_epoch(&self) -> &BTreeMap<u64, BTreeSet<[u8; 32]>> {
+        &self.epoch_members
     }
     pub fn epoch(&self) -> u64 {
         self.epoch

@@ -30,11 +30,13 @@ fn a_wrapped_key_opens_only_for_its_device() {
     assert_eq!(unwrap(&w, 4, &dev(1)), None, "the epoch is bound");
 }
 
-fn setup() -> (DeviceIdentity, BTreeSet<[u8; 32]>, BTreeMap<u64, EpochKey>) {
+type Authors = BTreeMap<u64, BTreeSet<[u8; 32]>>;
+
+fn setup() -> (DeviceIdentity, Authors, BTreeMap<u64, EpochKey>) {
     let a = dev(1);
     let mut keys = BTreeMap::new();
     keys.insert(0, EpochKey([7; 32]));
-    let members: BTreeSet<[u8; 32]> = [a.public_key()].into();
+    let members: Authors = [(0, [a.public_key()].into())].into();
     (a, members, keys)
 }
 
@@ -145,7 +147,7 @@ proptest! {
             let view = Roster::replay(r.entries(), Some(&dev(d))).unwrap();
             prop_assert!(view.keys().keys().all(|e| *e < epoch));
             let env = Envelope::seal(&owner, "ws", r.epoch(), r.current_key().unwrap(), 1, 0, b"after").to_bytes();
-            let res = open(&env, "ws", &r.members(), view.keys(), &mut ReplayGuard::default());
+            let res = open(&env, "ws", r.authors_by_epoch(), view.keys(), &mut ReplayGuard::default());
             prop_assert!(res.is_err());
         }
     }
