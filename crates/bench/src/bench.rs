@@ -41,7 +41,7 @@ impl Sys {
 
 const SLEEP: [&str; 2] = ["sleep", "100000"];
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
 

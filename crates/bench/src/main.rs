@@ -18,6 +18,7 @@
 //! both at the end, on a panic, or on Ctrl-C.
 
 mod bench;
+mod p2p;
 mod report;
 mod stats;
 mod systems;
@@ -64,6 +65,7 @@ enum Which {
     Cat,
     Worktree,
     Sandbox,
+    P2p,
 }
 
 /// The workspace root, for building `agentos` when it is missing.
@@ -264,6 +266,9 @@ fn main() {
     }
     if want(Which::Sandbox) {
         rows.extend(bench::sandbox(ctx, 5));
+    }
+    if want(Which::P2p) {
+        rows.extend(p2p::p2p(if ctx.quick { 100 } else { 1000 }, 5000));
     }
 
     info.load_after = report::loadavg();

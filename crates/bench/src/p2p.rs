@@ -1,0 +1,157 @@
+//! The P2P sync engine's costs, measured in process (no network yet):
+//! bytes on the wire per small change, sealing + opening + applying one
+//! change (p50/p95), and the first sync of a workspace of 5,000 agents
+//! between two engines (bytes, messages, time).
+
+use crate::report::Row;
+use crate::stats::{Unit, median, percentile, secs};
+use agentos_crdt::{ActorId, AgentId, AgentRecord, StateTransition, WorkspaceDoc};
+use agentos_p2p::DeviceIdentity;
+use agentos_p2p::engine::{Engine, Out};
+use agentos_p2p::roster::Roster;
+use std::time::Instant;
+
+fn record(i: usize) -> AgentRecord {
+    AgentRecord {
+        id: AgentId(format!("agent-{i}")),
+        name: format!("task-{i}"),
+        agent_type: "claude-code".into(),
+        command: vec!["claude".into()],
+        cwd: "/home/u/project/.shards/claude-x".into(),
+        workspace: "/home/u/project/.git".into(),
+        host_device: "ABCDEFG".into(),
+        env: vec![],
+        created_at_ms: 1_700_000_000_000 + i as u64,
+        pid: Some(1000 + i as u32),
+        resume_id: None,
+        removed_at_ms: None,
+        worktree: None,
+        state: StateTransition::initial(1_700_000_000_000),
+        transitions: vec![],
+    }
+}
+
+fn pair() -> (Engine, Engine, [u8; 32], [u8; 32]) {
+    let a = DeviceIdentity::from_seed([1; 32]);
+    let b = DeviceIdentity::from_seed([2; 32]);
+    let (ka, kb) = (a.public_key(), b.public_key());
+    let mut roster = Roster::create(&a, "a");
+    roster.add(&a, kb, "b").expect("pairing b");
+    let entries = roster.entries().to_vec();
+    let ra = Roster::replay(&entries, Some(&a)).expect("roster");
+    let rb = Roster::replay(&entries, Some(&b)).expect("roster");
+    let ea = Engine::new(a, "ws", WorkspaceDoc::new(ActorId([1; 16])), ra, 0);
+    let eb = Engine::new(b, "ws", WorkspaceDoc::new(ActorId([2; 16])), rb, 0);
+    (ea, eb, ka, kb)
+}
+
+pub fn p2p(n_changes: usize, n_agents: usize) -> Vec<Row> {
+    crate::bench::progress(&format!(
+        "p2p: {n_changes} small changes, first sync of {n_agents} agents"
+    ));
+    // 1. One small change (a state transition) from A to B as an envelope.
+    let (mut a, mut b, _, _) = pair();
+    a.write(|d| d.upsert_agent(&record(0))).expect("write");
+    for out in a.write(|d| d.upsert_agent(&record(0))).unwrap_or_default() {
+        if let Out::Gossip { envelope } = out {
+            let _ = b.receive_envelope(&envelope);
+        }
+    }
+    let mut sizes = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..n_changes {
+        let t = Instant::now();
+        let outs = a
+            .write(|d| {
+                d.record_transition(
+                    &AgentId("agent-0".into()),
+                    &StateTransition {
+                        state: if i % 2 == 0 {
+                            agentos_crdt::AgentState::Running
+                        } else {
+                            agentos_crdt::AgentState::Idle
+                        },
+                        source: "hook:Stop".into(),
+                        at_ms: 1_700_000_000_000 + i as u64,
+                    },
+                )
+            })
+            .expect("write");
+        for out in outs {
+            if let Out::Gossip { envelope } = out {
+                sizes.push(envelope.len() as f64);
+                b.receive_envelope(&envelope).expect("opens");
+            }
+        }
+        times.push(secs(t.elapsed()));
+    }
+    // 2. First sync of a big workspace: A has n_agents, B nothing.
+    let (mut a, mut b, ka, kb) = pair();
+    a.write(|d| {
+        for i in 0..n_agents {
+            d.upsert_agent(&record(i))?;
+        }
+        Ok(())
+    })
+    .expect("write");
+    let t = Instant::now();
+    let (mut bytes, mut messages) = (0usize, 0usize);
+    let mut queue: Vec<(bool, Vec<u8>)> = Vec::new();
+    for o in a.connected(kb) {
+        if let Out::Sync { message, .. } = o {
+            queue.push((true, message));
+        }
+    }
+    for o in b.connected(ka) {
+        if let Out::Sync { message, .. } = o {
+            queue.push((false, message));
+        }
+    }
+    while let Some((from_a, msg)) = queue.pop() {
+        bytes += msg.len();
+        messages += 1;
+        let outs = if from_a {
+            b.receive_sync(ka, &msg)
+        } else {
+            a.receive_sync(kb, &msg)
+        };
+        for o in outs {
+            if let Out::Sync { message, .. } = o {
+                queue.push((!from_a, message));
+            }
+        }
+    }
+    let first = secs(t.elapsed());
+    let converged = a.doc.heads() == b.doc.heads();
+    vec![
+        Row::new(
+            "Bytes per small change on the wire (sealed envelope, median)",
+            Unit::Bytes,
+        )
+        .agentos(median(&sizes))
+        .note(format!(
+            "max {:.0} B; gossipsub limit 64 KiB",
+            percentile(&sizes, 100.0)
+        )),
+        Row::new(
+            format!("Seal + open + apply one change in process, p50 (of {n_changes})"),
+            Unit::Seconds,
+        )
+        .agentos(median(&times))
+        .note(format!(
+            "p95 {}; network latency not included (no transport yet)",
+            Unit::Seconds.fmt(percentile(&times, 95.0))
+        )),
+        Row::new(
+            format!(
+                "First sync of a workspace with {n_agents} agents (Automerge sync, in process)"
+            ),
+            Unit::Seconds,
+        )
+        .agentos(first)
+        .note(format!(
+            "{} on the wire in {messages} messages; converged: {converged}",
+            Unit::Bytes.fmt(bytes as f64)
+        )),
+    ]
+}
