@@ -6,6 +6,9 @@
 //!   the X25519 key that workspace keys are wrapped to. Device ids are shown
 //!   Syncthing-style (base32 of the public key's SHA-256 with Luhn mod-32
 //!   check characters) and as a 7-character short form.
+//! - `pairing`: invites (short code or payload, expiry, relay address), a
+//!   proof of the secret bound to both device keys, a 6-digit SAS, and
+//!   confirmation on both sides; wrong codes burn the invite.
 //! - `roster`: a workspace's signed, hash-linked membership log.
 //! - `seal`: epoch keys, key wrapping and sealed envelopes (AAD header,
 //!   Ed25519 signature a relay can check without the key, replay guard).
@@ -15,6 +18,7 @@
 
 pub mod engine;
 pub mod identity;
+pub mod pairing;
 pub mod roster;
 pub mod seal;
 
