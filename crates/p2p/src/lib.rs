@@ -18,6 +18,7 @@
 
 pub mod engine;
 pub mod identity;
+pub mod net;
 pub mod pairing;
 pub mod roster;
 pub mod seal;
