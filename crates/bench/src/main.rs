@@ -269,6 +269,7 @@ fn main() {
     }
     if want(Which::P2p) {
         rows.extend(p2p::p2p(if ctx.quick { 100 } else { 1000 }, 5000));
+        rows.extend(p2p::loopback_latency(if ctx.quick { 50 } else { 300 }));
     }
 
     info.load_after = report::loadavg();

@@ -139,7 +139,7 @@ pub fn p2p(n_changes: usize, n_agents: usize) -> Vec<Row> {
         )
         .agentos(median(&times))
         .note(format!(
-            "p95 {}; network latency not included (no transport yet)",
+            "p95 {}; in process, no network",
             Unit::Seconds.fmt(percentile(&times, 95.0))
         )),
         Row::new(
@@ -154,4 +154,65 @@ pub fn p2p(n_changes: usize, n_agents: usize) -> Vec<Row> {
             Unit::Bytes.fmt(bytes as f64)
         )),
     ]
+}
+
+/// Change → applied on a peer over real libp2p on loopback (gossip), p50
+/// and p95 over `n` changes.
+pub fn loopback_latency(n: usize) -> Vec<Row> {
+    use agentos_p2p::net::{Node, run_all};
+    crate::bench::progress(&format!("p2p: {n} changes over libp2p on loopback"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        let (ea, eb, _, _) = pair();
+        let mut a = Node::new([1; 32], "ws", ea, false).expect("node a");
+        let mut b = Node::new([2; 32], "ws", eb, false).expect("node b");
+        a.listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+            .expect("listen");
+        let t = std::time::Duration::from_secs(20);
+        assert!(a.run_until(t, |n| !n.listeners().is_empty()).await);
+        b.dial(a.listeners()[0].clone()).expect("dial");
+        a.write(|d| d.upsert_agent(&record(0))).expect("write");
+        assert!(
+            run_all(&mut [&mut a, &mut b], t, |ns| ns[1].engine.doc.heads()
+                == ns[0].engine.doc.heads())
+            .await,
+            "the peers never synced"
+        );
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n {
+            let start = Instant::now();
+            a.write(|d| {
+                d.record_transition(
+                    &AgentId("agent-0".into()),
+                    &StateTransition {
+                        state: agentos_crdt::AgentState::Running,
+                        source: "hook".into(),
+                        at_ms: 1_700_000_000_000 + i as u64,
+                    },
+                )
+            })
+            .expect("write");
+            let ok = run_all(&mut [&mut a, &mut b], t, |ns| {
+                ns[1].engine.doc.heads() == ns[0].engine.doc.heads()
+            })
+            .await;
+            assert!(ok, "change {i} never arrived");
+            lat.push(secs(start.elapsed()));
+        }
+        let p95 = percentile(&lat, 95.0);
+        vec![
+            Row::new(
+                format!(
+                    "Sync latency, change → applied on a peer, libp2p on loopback (p50 of {n})"
+                ),
+                Unit::Seconds,
+            )
+            .agentos(median(&lat))
+            .goal("p95 ≤ 50 ms", p95 <= 0.050)
+            .note(format!("p95 {}", Unit::Seconds.fmt(p95))),
+        ]
+    })
 }
