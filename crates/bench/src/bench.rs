@@ -735,13 +735,10 @@ pub fn throughput(ctx: &Ctx, file: &Path, reps: usize, warmup: bool) -> Vec<Row>
     ]
 }
 
-/// Creating an agent with its own git worktree in a repository of 10,000
-/// files (issue goal: under 1 s), against `git worktree add` by hand and
-/// against an agent without isolation.
-pub fn worktree(ctx: &Ctx, n: usize) -> Vec<Row> {
-    progress(&format!("worktree: {n} agents in a 10k-file repository"));
-    let repo = ctx.dir.join("wt-repo");
-    for d in 0..100 {
+/// A committed git repository of `dirs` × 100 small files, and a function
+/// that runs git in it.
+fn file_repo(repo: &Path, dirs: usize) -> (PathBuf, impl Fn(&[&str]) + use<>) {
+    for d in 0..dirs {
         let dir = repo.join(format!("d{d}"));
         std::fs::create_dir_all(&dir).expect("cannot create the repository");
         for f in 0..100 {
@@ -749,11 +746,12 @@ pub fn worktree(ctx: &Ctx, n: usize) -> Vec<Row> {
                 .expect("cannot write a file");
         }
     }
-    let git = |args: &[&str]| {
+    let at = repo.to_path_buf();
+    let git = move |args: &[&str]| {
         let st = std::process::Command::new("git")
             .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
             .args(args)
-            .current_dir(&repo)
+            .current_dir(&at)
             .stdout(std::process::Stdio::null())
             .status()
             .expect("cannot run git");
@@ -761,7 +759,16 @@ pub fn worktree(ctx: &Ctx, n: usize) -> Vec<Row> {
     };
     git(&["init", "-q"]);
     git(&["add", "-A"]);
-    git(&["commit", "-qm", "10k files"]);
+    git(&["commit", "-qm", &format!("{} files", dirs * 100)]);
+    (repo.to_path_buf(), git)
+}
+
+/// Creating an agent with its own git worktree in a repository of 10,000
+/// files (issue goal: under 1 s), against `git worktree add` by hand and
+/// against an agent without isolation.
+pub fn worktree(ctx: &Ctx, n: usize) -> Vec<Row> {
+    progress(&format!("worktree: {n} agents in a 10k-file repository"));
+    let (repo, git) = file_repo(&ctx.dir.join("wt-repo"), 100);
     let aos = &ctx.aos;
     let create = |name: &str, isolation: &str| {
         let mut c = aos.command(&[
@@ -828,28 +835,7 @@ pub fn sandbox(ctx: &Ctx, n: usize) -> Vec<Row> {
     progress(&format!(
         "sandbox: {n} agents each way, 20k-file repository"
     ));
-    let repo = ctx.dir.join("sbx-repo");
-    for d in 0..200 {
-        let dir = repo.join(format!("d{d}"));
-        std::fs::create_dir_all(&dir).expect("cannot create the repository");
-        for f in 0..100 {
-            std::fs::write(dir.join(format!("f{f}.txt")), format!("file {d} {f}\n"))
-                .expect("cannot write a file");
-        }
-    }
-    let git = |args: &[&str]| {
-        let st = std::process::Command::new("git")
-            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
-            .args(args)
-            .current_dir(&repo)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("cannot run git");
-        assert!(st.success(), "git {args:?} failed");
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "20k files"]);
+    let (repo, _) = file_repo(&ctx.dir.join("sbx-repo"), 200);
     let aos = &ctx.aos;
     let logs = |name: &str| {
         let out = aos

@@ -713,18 +713,7 @@ fn create_with_docker_isolation_runs_the_agent_in_its_container() {
                 c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         }
     });
-    let n = support::Node::new();
-    std::fs::create_dir_all(&n.home).unwrap();
-    std::fs::write(
-        n.home.join("config.toml"),
-        format!(
-            "[isolation]\ndocker_image = \"{IMAGE}\"\n[security]\nallowed_hosts = [\"localhost\"]\n"
-        ),
-    )
-    .unwrap();
-    let repo = n.work.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    support::git_repo(&repo);
+    let (n, repo) = docker_node("[security]\nallowed_hosts = [\"localhost\"]\n");
     n.ok_in(
         &repo,
         &[
@@ -859,16 +848,7 @@ fn no_caps(logs: &str) -> bool {
 #[test]
 fn an_oom_killed_container_agent_turns_error_with_the_reason() {
     let Some(docker) = engine() else { return };
-    let n = support::Node::new();
-    std::fs::create_dir_all(&n.home).unwrap();
-    std::fs::write(
-        n.home.join("config.toml"),
-        format!("[isolation]\ndocker_image = \"{IMAGE}\"\n[security]\nmax_memory = \"64M\"\n"),
-    )
-    .unwrap();
-    let repo = n.work.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    support::git_repo(&repo);
+    let (n, repo) = docker_node("[security]\nmax_memory = \"64M\"\n");
     n.ok_in(
         &repo,
         &[
@@ -903,16 +883,7 @@ fn an_oom_killed_container_agent_turns_error_with_the_reason() {
 #[test]
 fn a_container_agent_at_its_process_limit_is_stopped_with_the_reason() {
     let Some(docker) = engine() else { return };
-    let n = support::Node::new();
-    std::fs::create_dir_all(&n.home).unwrap();
-    std::fs::write(
-        n.home.join("config.toml"),
-        format!("[isolation]\ndocker_image = \"{IMAGE}\"\n[security]\nmax_processes = 32\n"),
-    )
-    .unwrap();
-    let repo = n.work.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    support::git_repo(&repo);
+    let (n, repo) = docker_node("[security]\nmax_processes = 32\n");
     n.ok_in(
         &repo,
         &[
@@ -941,16 +912,7 @@ fn a_container_agent_at_its_process_limit_is_stopped_with_the_reason() {
 #[test]
 fn a_restarted_daemon_removes_containers_whose_agent_died() {
     let Some(docker) = engine() else { return };
-    let n = support::Node::new();
-    std::fs::create_dir_all(&n.home).unwrap();
-    std::fs::write(
-        n.home.join("config.toml"),
-        format!("[isolation]\ndocker_image = \"{IMAGE}\"\n"),
-    )
-    .unwrap();
-    let repo = n.work.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    support::git_repo(&repo);
+    let (n, repo) = docker_node("");
     n.ok_in(
         &repo,
         &[
@@ -1022,4 +984,20 @@ fn a_project_can_make_its_devcontainer_the_default() {
     support::wait_until("container removed", LONG, || {
         containers_of(&docker, &id).is_empty()
     });
+}
+
+/// A node whose docker image is the test image, with `extra` config (a
+/// `[security]` table), and a repository to create agents in.
+fn docker_node(extra: &str) -> (support::Node, PathBuf) {
+    let n = support::Node::new();
+    std::fs::create_dir_all(&n.home).unwrap();
+    std::fs::write(
+        n.home.join("config.toml"),
+        format!("[isolation]\ndocker_image = \"{IMAGE}\"\n{extra}"),
+    )
+    .unwrap();
+    let repo = n.work.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    support::git_repo(&repo);
+    (n, repo)
 }

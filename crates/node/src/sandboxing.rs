@@ -167,6 +167,28 @@ pub fn preflight(network: NetworkMode) -> Result<u8, ErrorInfo> {
     Ok(abi)
 }
 
+/// The variables that send an agent's tools through the proxy on `port`.
+pub fn proxy_env(port: u16) -> Vec<(String, String)> {
+    let url = format!("http://127.0.0.1:{port}");
+    let mut env: Vec<(String, String)> = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "npm_config_proxy",
+        "npm_config_https_proxy",
+        "PIP_PROXY",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), url.clone()))
+    .collect();
+    env.push(("NO_PROXY".to_string(), String::new()));
+    env.push(("no_proxy".to_string(), String::new()));
+    env
+}
+
 /// Build the plan (creates the agent's HOME and cgroup).
 pub fn plan(i: &Inputs<'_>) -> Result<Plan, ErrorInfo> {
     let sec = i.security;
@@ -418,22 +440,7 @@ pub fn plan(i: &Inputs<'_>) -> Result<Plan, ErrorInfo> {
         ("AGENTOS_SANDBOX".to_string(), "1".to_string()),
     ]);
     if let NetworkMode::Proxy { port } = network {
-        let url = format!("http://127.0.0.1:{port}");
-        for k in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "npm_config_proxy",
-            "npm_config_https_proxy",
-            "PIP_PROXY",
-        ] {
-            env.push((k.to_string(), url.clone()));
-        }
-        env.push(("NO_PROXY".to_string(), String::new()));
-        env.push(("no_proxy".to_string(), String::new()));
+        env.extend(proxy_env(port));
     }
     let hosts = HostPolicy {
         allow_outbound: sec.allow_outbound,

@@ -304,12 +304,30 @@ fn drop_capabilities() -> Result<(), SandboxError> {
 }
 
 fn apply_landlock(spec: &SandboxSpec) -> Result<u8, SandboxError> {
+    let connect_port = match spec.network {
+        NetworkMode::Host => None,
+        NetworkMode::Proxy { port } => Some(Some(port)),
+        NetworkMode::None => Some(None),
+    };
+    landlock_restrict(&spec.files, &spec.mask, connect_port, true)
+}
+
+/// Restrict this process with Landlock: `policy`'s trees; with
+/// `connect_port = Some(p)`, TCP connect is filtered (allowed only to `p`,
+/// when given); `scopes` adds the signal and abstract-socket scopes.
+/// Denials are logged after the next exec (ABI ≥ 7). `private` lists grants
+/// that are fresh tmpfs mounts (see [`FilePolicy::check`]).
+pub(crate) fn landlock_restrict(
+    policy: &crate::FilePolicy,
+    private: &[PathBuf],
+    connect_port: Option<Option<u16>>,
+    scopes: bool,
+) -> Result<u8, SandboxError> {
     use landlock::{
         Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
         RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
     };
-    let policy = &spec.files;
-    policy.check(&spec.mask)?;
+    policy.check(private)?;
     let n = landlock_abi();
     if n == 0 {
         return Err(SandboxError::Unsupported);
@@ -321,11 +339,11 @@ fn apply_landlock(spec: &SandboxSpec) -> Result<u8, SandboxError> {
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(AccessFs::from_all(abi))
         .map_err(err)?;
-    let filter_net = spec.network != NetworkMode::Host && n >= 4;
+    let filter_net = connect_port.is_some() && n >= 4;
     if filter_net {
         ruleset = ruleset.handle_access(AccessNet::ConnectTcp).map_err(err)?;
     }
-    if n >= 6 {
+    if scopes && n >= 6 {
         ruleset = ruleset.scope(Scope::from_all(abi)).map_err(err)?;
     }
     let mut created = ruleset
@@ -341,7 +359,7 @@ fn apply_landlock(spec: &SandboxSpec) -> Result<u8, SandboxError> {
             AccessFs::from_all(abi),
         ))
         .map_err(err)?;
-    if let (true, NetworkMode::Proxy { port }) = (filter_net, spec.network) {
+    if let (true, Some(Some(port))) = (filter_net, connect_port) {
         created = created
             .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
             .map_err(err)?;

@@ -21,10 +21,7 @@ pub mod spec;
 
 pub use spec::{Bind, NetworkMode, SandboxSpec};
 
-use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, path_beneath_rules,
-};
+use landlock::{ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -183,38 +180,7 @@ pub(crate) fn abi_for(n: u8) -> ABI {
 /// Restrict this process (and everything it execs) to `policy`. Denials are
 /// logged by the kernel's audit subsystem after the next exec (ABI ≥ 7).
 pub fn enforce(policy: &FilePolicy) -> Result<u8, SandboxError> {
-    policy.check(&[])?;
-    let n = landlock_abi();
-    if n == 0 {
-        return Err(SandboxError::Unsupported);
-    }
-    let abi = abi_for(n);
-    let err = |e: landlock::RulesetError| SandboxError::NotEnforced(e.to_string());
-    let existing = |v: &[PathBuf]| v.iter().filter(|p| p.exists()).cloned().collect::<Vec<_>>();
-    let mut created = Ruleset::default()
-        .set_compatibility(CompatLevel::HardRequirement)
-        .handle_access(AccessFs::from_all(abi))
-        .map_err(err)?
-        .create()
-        .map_err(err)?
-        .add_rules(path_beneath_rules(
-            existing(&policy.read_only),
-            AccessFs::from_read(abi),
-        ))
-        .map_err(err)?
-        .add_rules(path_beneath_rules(
-            existing(&policy.read_write),
-            AccessFs::from_all(abi),
-        ))
-        .map_err(err)?;
-    if n >= 7 {
-        created = created.log_new_exec(true).map_err(err)?;
-    }
-    let status = created.restrict_self().map_err(err)?;
-    match status.ruleset {
-        RulesetStatus::FullyEnforced => Ok(n),
-        other => Err(SandboxError::NotEnforced(format!("{other:?}"))),
-    }
+    launch::landlock_restrict(policy, &[], None, false)
 }
 
 #[cfg(test)]

@@ -250,17 +250,7 @@ impl NodeActor {
         }
         let network = sec.allow_outbound;
         if network {
-            let url = format!("http://127.0.0.1:{PROXY_PORT}");
-            for k in [
-                "HTTP_PROXY",
-                "HTTPS_PROXY",
-                "ALL_PROXY",
-                "http_proxy",
-                "https_proxy",
-                "all_proxy",
-            ] {
-                agent_env.push((k.into(), url.clone()));
-            }
+            agent_env.extend(crate::sandboxing::proxy_env(PROXY_PORT));
         }
         let mut limits = devcontainer::Limits::default();
         let l = super::super::sandboxing::limits(sec)?;

@@ -482,21 +482,7 @@ impl NodeActor {
                 continue;
             };
             warn!(agent = %record.name, %reason, "limit reached");
-            self.audit.do_send(NodeEvent {
-                agent_id: id.clone(),
-                name: record.name.clone(),
-                pid: None,
-                kind: "limit",
-                target: if reason.starts_with("out of memory") {
-                    "memory".into()
-                } else {
-                    "pids".into()
-                },
-                outcome: Outcome::Blocked,
-                source: "cgroup",
-                detail: reason.clone(),
-            });
-            addr.do_send(agent_msgs::Fail { message: reason });
+            limit_hit(&self.audit, addr, &id, &record.name, "cgroup", reason);
             // Clean up everything the agent started.
             std::thread::spawn(move || {
                 cg.kill_all();
@@ -518,21 +504,14 @@ impl NodeActor {
                 .and_then(|v| v["reason"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "stopped by a resource limit".into());
             if let Some(e) = self.agents.get(agent_id) {
-                self.audit.do_send(NodeEvent {
-                    agent_id: agent_id.to_string(),
-                    name: e.record.name.clone(),
-                    pid: None,
-                    kind: "limit",
-                    target: if reason.contains("process limit") {
-                        "pids".into()
-                    } else {
-                        "memory".into()
-                    },
-                    outcome: Outcome::Blocked,
-                    source: "docker",
-                    detail: reason.clone(),
-                });
-                e.addr.do_send(agent_msgs::Fail { message: reason });
+                limit_hit(
+                    &self.audit,
+                    &e.addr,
+                    agent_id,
+                    &e.record.name,
+                    "docker",
+                    reason,
+                );
             }
         }
         let Some(rt) = self.sandboxes.get_mut(agent_id) else {
@@ -661,6 +640,33 @@ impl NodeActor {
             }
         });
     }
+}
+
+/// A resource limit stopped an agent: audit it (memory or pids, from the
+/// reason) and turn the agent to `error` with the reason.
+fn limit_hit(
+    audit: &actix::Addr<crate::audit_log::AuditActor>,
+    agent: &actix::Addr<agent_msgs::AgentActor>,
+    agent_id: &str,
+    name: &str,
+    source: &'static str,
+    reason: String,
+) {
+    audit.do_send(NodeEvent {
+        agent_id: agent_id.to_string(),
+        name: name.to_string(),
+        pid: None,
+        kind: "limit",
+        target: if reason.contains("process limit") {
+            "pids".into()
+        } else {
+            "memory".into()
+        },
+        outcome: Outcome::Blocked,
+        source,
+        detail: reason.clone(),
+    });
+    agent.do_send(agent_msgs::Fail { message: reason });
 }
 
 /// What a call observed by seccomp notification means under `plan`
