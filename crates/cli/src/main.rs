@@ -5,6 +5,7 @@
 mod attach;
 mod client;
 mod container_run;
+mod p2p_cmd;
 mod security;
 
 use agentos_node::config;
@@ -168,6 +169,22 @@ enum Cmd {
     /// This device's identity.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Pair this device with another: `agentos pair` shows an invite,
+    /// `agentos pair <invite>` on the other device uses it.
+    Pair(p2p_cmd::PairArgs),
+    /// Paired devices; `devices remove <id>` removes one and rotates keys.
+    Devices(p2p_cmd::DevicesArgs),
+    /// Sync between paired devices: status, enable, disable, connect.
+    #[command(subcommand)]
+    Sync(p2p_cmd::SyncCmd),
+    /// Move an agent to another paired device (its branch travels, it
+    /// resumes its conversation there).
+    Handoff {
+        name: String,
+        /// The device (id, or its first characters).
+        #[arg(long)]
+        to: String,
+    },
     /// Read and change configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -407,7 +424,10 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
             if ctx.json {
                 ctx.json_out(&agents);
             } else {
-                print_table(&agents, ctx.verbose > 0);
+                let me = agentos_p2p::DeviceIdentity::load_or_create(&ctx.home.keys_dir())
+                    .map(|d| d.device_id().to_string())
+                    .unwrap_or_default();
+                print_table(&agents, ctx.verbose > 0, &me);
             }
             Ok(0)
         }
@@ -634,6 +654,10 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
             Ok(0)
         }
         Cmd::Config(c) => config_cmd(ctx, c),
+        Cmd::Pair(a) => p2p_cmd::pair(ctx, a),
+        Cmd::Devices(a) => p2p_cmd::devices(ctx, a),
+        Cmd::Sync(c) => p2p_cmd::sync(ctx, c),
+        Cmd::Handoff { name, to } => p2p_cmd::handoff(ctx, name, to),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -830,12 +854,12 @@ fn short_path(p: &str) -> String {
     }
 }
 
-fn print_table(agents: &[AgentInfo], verbose: bool) {
+fn print_table(agents: &[AgentInfo], verbose: bool, this_device: &str) {
     if agents.is_empty() {
         println!("no agents — create one with `agentos create <name> --agent claude`");
         return;
     }
-    let rows: Vec<[String; 6]> = agents
+    let rows: Vec<[String; 7]> = agents
         .iter()
         .map(|a| {
             let state = if a.live {
@@ -858,21 +882,34 @@ fn print_table(agents: &[AgentInfo], verbose: bool) {
                     "-".into()
                 },
                 fmt_pid(a.pid),
+                if a.host_device.is_empty() || a.host_device == this_device {
+                    "this".into()
+                } else {
+                    a.host_device.chars().take(7).collect()
+                },
                 short_path(&a.workspace),
             ]
         })
         .collect();
-    let headers = ["NAME", "TYPE", "STATE", "UPTIME", "PID", "WORKSPACE"];
+    let headers = [
+        "NAME",
+        "TYPE",
+        "STATE",
+        "UPTIME",
+        "PID",
+        "DEVICE",
+        "WORKSPACE",
+    ];
     let mut w = headers.map(|h| h.len());
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i == 5 {
+            if i == 6 {
                 s.push_str(c);
             } else {
                 s.push_str(&format!("{c:<width$}  ", width = w[i]));
@@ -882,7 +919,7 @@ fn print_table(agents: &[AgentInfo], verbose: bool) {
     };
     line(headers);
     for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
     }
 }
 

@@ -15,6 +15,37 @@ pub struct Config {
     pub workspace: Workspace,
     pub isolation: IsolationConfig,
     pub security: Security,
+    pub sync: SyncConfig,
+}
+
+/// `[sync]`: this device on the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The libp2p listen address (`/ip4/0.0.0.0/tcp/0`: any free port).
+    pub listen: String,
+    /// Find paired devices on the LAN (mDNS, `_agentos._tcp`… as libp2p's
+    /// `_p2p._udp` service). Discovery never grants trust.
+    pub mdns: bool,
+    /// A home relay (`/ip4/…/tcp/8765/p2p/…`, or `host:port`); `agentos
+    /// sync connect` sets one too.
+    pub relay: Option<String>,
+    /// This device's name in `agentos devices` (default: the host name).
+    pub device_name: Option<String>,
+    /// Turn the P2P node off entirely.
+    pub enabled: bool,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            listen: "/ip4/0.0.0.0/tcp/0".into(),
+            mdns: true,
+            relay: None,
+            device_name: None,
+            enabled: true,
+        }
+    }
 }
 
 /// `[security]`: the sandbox of agents in worktrees. A project's own

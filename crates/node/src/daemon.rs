@@ -87,7 +87,7 @@ fn device_short(home: &Home) -> String {
 /// Run the daemon in this process until it is told to stop.
 pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError> {
     let _lock = lock_home(&home)?;
-    let cfg = match config::load(&home.config_file(), None) {
+    let mut cfg = match config::load(&home.config_file(), None) {
         Ok(c) => c,
         Err(e) => {
             // A bad config must not keep agents unreachable: run on defaults and say so.
@@ -103,13 +103,20 @@ pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError
     }
     let (store, notice) = Store::open(&home.store_dir())?;
     let mut notices = Vec::new();
-    // This device's identity (created on first run); its id names the host of each agent.
-    let device = match agentos_p2p::DeviceIdentity::load_or_create(&home.keys_dir()) {
-        Ok(id) => id.device_id().to_string(),
+    // This device's identity (created on first run); its id names the host
+    // of each agent and it is the libp2p key. A damaged key file is kept
+    // (never overwritten) and this run uses a throwaway key with sync off.
+    let identity = match agentos_p2p::DeviceIdentity::load_or_create(&home.keys_dir()) {
+        Ok(id) => id,
         Err(e) => {
             error!(error = %e, "device identity unavailable");
-            notices.push(format!("E017 device identity unavailable: {e}"));
-            String::new()
+            notices.push(format!(
+                "E017 device identity unavailable: {e}; p2p sync is off until it is fixed"
+            ));
+            let mut seed = [0u8; 32];
+            let _ = getrandom::fill(&mut seed);
+            cfg.sync.enabled = false;
+            agentos_p2p::DeviceIdentity::from_seed(seed)
         }
     };
     if let Some(n) = notice {
@@ -132,7 +139,7 @@ pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError
     let sys = actix_rt::System::new();
     let home2 = home.clone();
     sys.block_on(async move {
-        let node = NodeActor::new(home2, exe, store, cfg, notices, device).start();
+        let node = NodeActor::new(home2, exe, store, cfg, notices, identity).start();
         match tokio::net::UnixListener::from_std(std_listener) {
             Ok(listener) => {
                 actix::spawn(crate::ipc::serve(listener, node, crate::ipc::Scope::Full));

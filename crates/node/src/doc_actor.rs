@@ -1,12 +1,26 @@
 //! `DocActor`: owns one workspace's Automerge document, the source of truth
-//! for its sessions and agents. Every mutation is one transaction, followed
-//! by `save_incremental` into the store; every 64 chunks the document is
-//! compacted into one full save.
+//! for its sessions and agents, inside that workspace's sync engine. Every
+//! mutation is one transaction, followed by `save_incremental` into the
+//! store; every 64 chunks the document is compacted into one full save.
+//! When sync is on, a local change also becomes a sealed envelope (gossip
+//! and relay) and sync messages for connected peers, handed to the
+//! `SwarmActor`; remote envelopes and sync messages come back the same way.
 
 use crate::store::Store;
+use crate::swarm::FromDoc;
 use actix::prelude::*;
-use agentos_crdt::{ActorId, AgentId, AgentRecord, SessionRecord, StateTransition, WorkspaceDoc};
-use tracing::{error, warn};
+use agentos_crdt::{
+    ActorId, AgentId, AgentRecord, CrdtError, SessionRecord, StateTransition, WorkspaceDoc,
+};
+use agentos_p2p::DeviceIdentity;
+use agentos_p2p::engine::{Engine, Out, PeerKey};
+use agentos_p2p::roster::Roster;
+use tracing::{debug, error, warn};
+
+/// Sealing sequence numbers skipped at each load: the persisted value may
+/// lag the last one used (it rides sled's periodic flush), and a number
+/// must never be reused.
+const SEQ_SKIP: u64 = 1000;
 
 const COMPACT_EVERY: usize = 64;
 
@@ -39,9 +53,26 @@ pub enum DocOp {
 
 pub struct DocActor {
     ws_id: String,
-    doc: WorkspaceDoc,
+    engine: Engine,
     store: Store,
     chunks: usize,
+    swarm: Option<Recipient<FromDoc>>,
+    sync: bool,
+}
+
+fn hex(k: &PeerKey) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn apply_op(doc: &mut WorkspaceDoc, op: DocOp) -> Result<(), CrdtError> {
+    match op {
+        DocOp::UpsertAgent { record } => doc.upsert_agent(&record),
+        DocOp::Transition { agent, transition } => doc.record_transition(&agent, &transition),
+        DocOp::ResumeId { agent, resume_id } => doc.set_resume_id(&agent, &resume_id),
+        DocOp::Pid { agent, pid } => doc.set_pid(&agent, pid),
+        DocOp::Removed { agent, at_ms } => doc.mark_removed(&agent, at_ms),
+        DocOp::UpsertSession { session } => doc.upsert_session(&session),
+    }
 }
 
 impl std::fmt::Debug for DocActor {
@@ -53,7 +84,12 @@ impl std::fmt::Debug for DocActor {
 impl DocActor {
     /// Load the workspace document from the store. A document that fails to
     /// load is quarantined (kept in the store) and the second value says so.
-    pub fn load(ws_id: &str, store: Store, actor: ActorId) -> (DocActor, Option<String>) {
+    pub fn load(
+        ws_id: &str,
+        store: Store,
+        actor: ActorId,
+        me: DeviceIdentity,
+    ) -> (DocActor, Option<String>) {
         let bytes = store.load_doc(ws_id).unwrap_or_default();
         let (doc, notice) = if bytes.is_empty() {
             (WorkspaceDoc::new(actor), None)
@@ -73,11 +109,20 @@ impl DocActor {
             }
         };
         let chunks = store.chunk_count(ws_id);
+        let seq = store
+            .p2p_get(&format!("seq/{ws_id}"))
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(|b| u64::from_be_bytes(b) + SEQ_SKIP)
+            .unwrap_or(0);
+        // The real roster arrives with `AttachSwarm`; until then nothing is sealed.
+        let engine = Engine::new(me, ws_id, doc, Roster::default(), seq);
         let mut a = DocActor {
             ws_id: ws_id.to_string(),
-            doc,
+            engine,
             store,
             chunks,
+            swarm: None,
+            sync: false,
         };
         if bytes.is_empty() || notice.is_some() {
             a.persist(true);
@@ -86,12 +131,12 @@ impl DocActor {
     }
 
     fn persist(&mut self, durable: bool) {
-        let chunk = self.doc.save_incremental();
+        let chunk = self.engine.doc.save_incremental();
         if chunk.is_empty() {
             return;
         }
         let res = if self.chunks >= COMPACT_EVERY {
-            let full = self.doc.save();
+            let full = self.engine.doc.save();
             self.chunks = 1;
             self.store.replace_doc(&self.ws_id, &full)
         } else {
@@ -107,19 +152,44 @@ impl DocActor {
 
     /// For tests and the synchronous startup path.
     pub fn agents(&self) -> Vec<AgentRecord> {
-        self.doc.agents()
+        self.engine.doc.agents()
+    }
+
+    fn sync_on(&self) -> bool {
+        self.sync && self.swarm.is_some()
+    }
+
+    fn send(&mut self, outs: Vec<Out>) {
+        if outs.is_empty() {
+            return;
+        }
+        if let Some(s) = &self.swarm {
+            // Low rate (one per document change or sync step); the swarm
+            // actor never blocks on a document.
+            s.do_send(FromDoc {
+                workspace: self.ws_id.clone(),
+                outs,
+            });
+        }
+    }
+
+    fn save_seq(&self) {
+        let _ = self.store.p2p_put(
+            &format!("seq/{}", self.ws_id),
+            &self.engine.seq().to_be_bytes(),
+        );
     }
 
     pub fn apply(&mut self, op: DocOp, durable: bool) -> Result<(), String> {
-        let r = match op {
-            DocOp::UpsertAgent { record } => self.doc.upsert_agent(&record),
-            DocOp::Transition { agent, transition } => {
-                self.doc.record_transition(&agent, &transition)
+        let r = if self.sync_on() {
+            let before = self.engine.seq();
+            let r = self.engine.write(|doc| apply_op(doc, op));
+            if self.engine.seq() != before {
+                self.save_seq();
             }
-            DocOp::ResumeId { agent, resume_id } => self.doc.set_resume_id(&agent, &resume_id),
-            DocOp::Pid { agent, pid } => self.doc.set_pid(&agent, pid),
-            DocOp::Removed { agent, at_ms } => self.doc.mark_removed(&agent, at_ms),
-            DocOp::UpsertSession { session } => self.doc.upsert_session(&session),
+            r.map(|outs| self.send(outs))
+        } else {
+            apply_op(&mut self.engine.doc, op)
         };
         match r {
             Ok(()) => {
@@ -164,7 +234,7 @@ pub struct ListAgents;
 impl Handler<ListAgents> for DocActor {
     type Result = MessageResult<ListAgents>;
     fn handle(&mut self, _: ListAgents, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.doc.agents())
+        MessageResult(self.engine.doc.agents())
     }
 }
 
@@ -175,7 +245,7 @@ pub struct ListSessions;
 impl Handler<ListSessions> for DocActor {
     type Result = MessageResult<ListSessions>;
     fn handle(&mut self, _: ListSessions, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.doc.sessions())
+        MessageResult(self.engine.doc.sessions())
     }
 }
 
@@ -189,5 +259,191 @@ impl Handler<Flush> for DocActor {
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.persist(true);
         let _ = self.store.flush();
+    }
+}
+
+/// From the `SwarmActor`: where to send, the device group's roster, and
+/// whether this workspace syncs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachSwarm {
+    pub swarm: Recipient<FromDoc>,
+    pub roster: Roster,
+    pub enabled: bool,
+}
+
+impl Handler<AttachSwarm> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: AttachSwarm, _: &mut Context<Self>) {
+        self.swarm = Some(msg.swarm);
+        self.sync = msg.enabled;
+        self.engine.set_roster(msg.roster);
+        if !self.sync {
+            for p in self.engine.connected_peers() {
+                self.peer_down(p);
+            }
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRoster {
+    pub roster: Roster,
+}
+
+impl Handler<SetRoster> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetRoster, _: &mut Context<Self>) {
+        self.engine.set_roster(msg.roster);
+    }
+}
+
+impl DocActor {
+    fn peer_key(&self, peer: &PeerKey) -> String {
+        format!("peer/{}/{}", self.ws_id, hex(peer))
+    }
+
+    fn peer_up(&mut self, peer: PeerKey) {
+        if !self.sync_on() || self.engine.is_connected(&peer) {
+            return;
+        }
+        let saved = self.store.p2p_get(&self.peer_key(&peer));
+        let outs = self.engine.connected_with(peer, saved.as_deref());
+        self.send(outs);
+    }
+
+    fn peer_down(&mut self, peer: PeerKey) {
+        if let Some(state) = self.engine.disconnected(peer) {
+            let _ = self.store.p2p_put(&self.peer_key(&peer), &state);
+        }
+    }
+
+    fn after_remote(&mut self, before: Vec<agentos_crdt::ChangeHash>) {
+        if self.engine.doc.heads() != before {
+            self.persist(false);
+        }
+    }
+}
+
+/// A member's connection is up (per-peer sync state starts from what was
+/// persisted at its last disconnect).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerUp {
+    pub peer: PeerKey,
+}
+
+impl Handler<PeerUp> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: PeerUp, _: &mut Context<Self>) {
+        self.peer_up(msg.peer);
+    }
+}
+
+/// Disconnect, timeout or failure: the sync state is reset (and its shared
+/// heads persisted).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerDown {
+    pub peer: PeerKey,
+}
+
+impl Handler<PeerDown> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: PeerDown, _: &mut Context<Self>) {
+        self.peer_down(msg.peer);
+    }
+}
+
+/// A point-to-point sync message from a member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoteSync {
+    pub from: PeerKey,
+    pub message: Vec<u8>,
+}
+
+impl Handler<RemoteSync> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: RemoteSync, _: &mut Context<Self>) {
+        let _span = tracing::debug_span!("doc", ws = %self.ws_id).entered();
+        if !self.sync_on() {
+            return;
+        }
+        self.peer_up(msg.from);
+        let before = self.engine.doc.heads();
+        let outs = self.engine.receive_sync(msg.from, &msg.message);
+        self.after_remote(before);
+        self.send(outs);
+    }
+}
+
+/// A sealed change from gossip or the relay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoteEnvelope {
+    pub bytes: Vec<u8>,
+}
+
+impl Handler<RemoteEnvelope> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: RemoteEnvelope, _: &mut Context<Self>) {
+        let _span = tracing::debug_span!("doc", ws = %self.ws_id).entered();
+        if !self.sync_on() {
+            return;
+        }
+        let before = self.engine.doc.heads();
+        match self.engine.receive_envelope(&msg.bytes) {
+            Ok(()) => {
+                self.after_remote(before);
+                // Connected peers learn the new heads by sync.
+                let mut outs = Vec::new();
+                for p in self.engine.connected_peers() {
+                    outs.extend(self.engine.nudge(p));
+                }
+                self.send(outs);
+            }
+            Err(agentos_p2p::seal::SealError::Replay(_)) => {}
+            Err(e) => warn!(workspace = %self.ws_id, error = %e, "envelope rejected"),
+        }
+    }
+}
+
+/// A sealed snapshot from the relay.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoteSnapshot {
+    pub bytes: Vec<u8>,
+}
+
+impl Handler<RemoteSnapshot> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: RemoteSnapshot, _: &mut Context<Self>) {
+        if !self.sync_on() {
+            return;
+        }
+        let before = self.engine.doc.heads();
+        match self.engine.receive_snapshot(&msg.bytes) {
+            Ok(()) => self.after_remote(before),
+            Err(e) => debug!(workspace = %self.ws_id, error = %e, "snapshot not applied"),
+        }
+    }
+}
+
+/// Seal the whole document for the relay.
+#[derive(Message)]
+#[rtype(result = "Option<Vec<u8>>")]
+pub struct TakeSnapshot;
+
+impl Handler<TakeSnapshot> for DocActor {
+    type Result = Option<Vec<u8>>;
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Context<Self>) -> Option<Vec<u8>> {
+        if !self.sync_on() {
+            return None;
+        }
+        let s = self.engine.snapshot();
+        self.save_seq();
+        s
     }
 }

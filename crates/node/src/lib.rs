@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod registry;
 pub mod sandboxing;
 pub mod store;
+pub mod swarm;
 pub mod workspace;
 pub mod worktree;
 

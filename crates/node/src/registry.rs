@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 mod container_ops;
 mod git_ops;
+mod p2p_ops;
 mod sandbox_ops;
 
 /// Seconds a polite stop (SIGTERM) gets before SIGKILL.
@@ -58,6 +59,11 @@ pub struct NodeActor {
     kernel_audit: crate::audit_log::KernelAudit,
     proxy_events: tokio::sync::mpsc::Sender<crate::proxy::ProxyEvent>,
     proxy_events_rx: Option<tokio::sync::mpsc::Receiver<crate::proxy::ProxyEvent>>,
+    /// This device's key (the engine seals with it).
+    identity: agentos_p2p::DeviceIdentity,
+    /// This device on the network (absent when `[sync] enabled = false`
+    /// or the swarm could not start).
+    swarm: Option<Addr<crate::swarm::SwarmActor>>,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -115,8 +121,9 @@ impl NodeActor {
         store: Store,
         config: Config,
         mut notices: Vec<String>,
-        device: String,
+        identity: agentos_p2p::DeviceIdentity,
     ) -> Self {
+        let device = identity.device_id().to_string();
         // A fresh Automerge actor per daemon start: changes written just
         // before a crash may be lost locally (state transitions are not
         // flushed one by one), and reusing the actor afterwards would reuse
@@ -147,7 +154,14 @@ impl NodeActor {
             kernel_audit: crate::audit_log::KernelAudit::Unavailable("not started".into()),
             proxy_events,
             proxy_events_rx: Some(proxy_events_rx),
+            identity,
+            swarm: None,
         }
+    }
+
+    /// Is this record an agent that runs on another device?
+    fn is_remote(&self, r: &AgentRecord) -> bool {
+        !r.host_device.is_empty() && r.host_device != self.device
     }
 
     fn catalog(&self) -> Catalog {
@@ -164,13 +178,24 @@ impl NodeActor {
     /// Load a workspace document and start its actor; also returns the
     /// agents it held at load time (for recovery).
     fn start_doc(&mut self, ws_id: &str) -> (Addr<DocActor>, Vec<AgentRecord>) {
-        let (actor, notice) = DocActor::load(ws_id, self.store.clone(), self.actor_id);
+        let (actor, notice) = DocActor::load(
+            ws_id,
+            self.store.clone(),
+            self.actor_id,
+            self.identity.clone(),
+        );
         if let Some(n) = notice {
             self.notices.push(n);
         }
         let agents = actor.agents();
         let addr = actor.start();
         self.docs.insert(ws_id.to_string(), addr.clone());
+        if let Some(s) = &self.swarm {
+            s.do_send(crate::swarm::RegisterDoc {
+                workspace: ws_id.to_string(),
+                addr: addr.clone(),
+            });
+        }
         (addr, agents)
     }
 
@@ -238,7 +263,8 @@ impl NodeActor {
                 if let Some(w) = &rec.worktree {
                     self.known_repo_roots.insert(w.repo_root.clone());
                 }
-                if rec.is_removed() {
+                // Agents of other devices are listed, never adopted here.
+                if rec.is_removed() || self.is_remote(&rec) {
                     continue;
                 }
                 self.start_actor(rec, ws_id.clone(), ctx, 0, 0);
@@ -647,6 +673,22 @@ impl Actor for NodeActor {
         if let Some(rx) = self.proxy_events_rx.take() {
             self.start_proxy_forwarder(rx);
         }
+        if self.config.sync.enabled {
+            match crate::swarm::SwarmActor::start(
+                self.store.clone(),
+                self.identity.clone(),
+                &self.config.sync,
+                ctx.address().recipient(),
+            ) {
+                Ok(s) => self.swarm = Some(s),
+                Err(e) => {
+                    warn!(error = %e, "p2p sync unavailable");
+                    self.notices.push(format!(
+                        "E023 p2p sync unavailable: {e}; check [sync] in config.toml"
+                    ));
+                }
+            }
+        }
         self.recover(ctx);
         self.sandbox_recover();
         self.containers_recover();
@@ -971,7 +1013,7 @@ impl Handler<ClientRequest> for NodeActor {
                                         Some(e) => e.addr.clone(),
                                         None => {
                                             let mut i = act.info_removed(&r);
-                                            i.live = false;
+                                            i.live = act.is_remote(&r) && !r.is_removed();
                                             out.push(i);
                                             continue;
                                         }
@@ -1222,6 +1264,16 @@ impl Handler<ClientRequest> for NodeActor {
                 audit_session,
                 proxy_fd,
             } => ready(self.sandbox_ready(&agent_id, pid, audit_session, proxy_fd)),
+            req @ (Request::PairInvite { .. }
+            | Request::PairWait { .. }
+            | Request::PairJoin { .. }
+            | Request::PairConfirm { .. }
+            | Request::Devices
+            | Request::DeviceRemove { .. }
+            | Request::SyncStatus
+            | Request::SyncSet { .. }
+            | Request::SyncConnect { .. }) => self.p2p_request(req),
+            Request::Handoff { name, to } => self.handoff(name, to),
             Request::PolicyShow { name } => ready(match self.policy_view(&name) {
                 Ok(policy) => Response::Policy { policy },
                 Err(e) => error_response(e),

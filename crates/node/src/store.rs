@@ -1,6 +1,7 @@
 //! The node's durable store (sled under `$AGENTOS_HOME/store`): the chunks of
-//! each workspace's Automerge document, the workspace index and the install's
-//! Automerge ActorId.
+//! each workspace's Automerge document, the workspace index, the install's
+//! Automerge ActorId, the audit log and the P2P state (roster, per-peer sync
+//! state, sealing sequence, relay cursors).
 //!
 //! Fsync policy: writes the user waits on (create, destroy, session save) are
 //! flushed before the daemon answers, so an acknowledged write survives
@@ -28,6 +29,7 @@ pub struct Store {
     docs: sled::Tree,
     meta: sled::Tree,
     audit: sled::Tree,
+    p2p: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -96,12 +98,14 @@ impl Store {
         let docs = db.open_tree("docs")?;
         let meta = db.open_tree("meta")?;
         let audit = db.open_tree("audit")?;
+        let p2p = db.open_tree("p2p")?;
         Ok((
             Store {
                 db,
                 docs,
                 meta,
                 audit,
+                p2p,
             },
             notice,
         ))
@@ -163,6 +167,36 @@ impl Store {
         self.meta.insert("actor_id", &a[..])?;
         self.db.flush()?;
         Ok(a)
+    }
+
+    /// P2P state (`p2p` tree): the roster log, per-peer sync state, the
+    /// sealing sequence, relay cursors, sync switches.
+    pub fn p2p_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.p2p.get(key).ok().flatten().map(|v| v.to_vec())
+    }
+
+    pub fn p2p_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.p2p.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Entries under `prefix`, with the prefix stripped from the keys.
+    pub fn p2p_scan(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        self.p2p
+            .scan_prefix(prefix)
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                    v.to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn p2p_del(&self, key: &str) -> Result<(), StoreError> {
+        self.p2p.remove(key)?;
+        Ok(())
     }
 
     pub fn workspaces(&self) -> Vec<(String, String)> {

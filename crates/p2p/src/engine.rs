@@ -22,6 +22,8 @@ pub type PeerKey = [u8; 32];
 
 /// Envelope kinds.
 pub const KIND_CHANGE: u8 = 1;
+/// A whole-document snapshot (`WorkspaceDoc::save`), uploaded to the relay.
+pub const KIND_SNAPSHOT: u8 = 2;
 
 /// What the engine asks the transport to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +142,11 @@ impl Engine {
             self.roster.keys(),
             &mut self.replay,
         ) {
-            Ok((_, change)) => {
+            Ok((header, change)) => {
+                if header.kind != KIND_CHANGE {
+                    self.counters.rejected += 1;
+                    return Err(SealError::Malformed("not a change".into()));
+                }
                 if self.doc.apply_changes(&[change]).is_err() {
                     self.counters.rejected += 1;
                     return Err(SealError::Malformed("not an Automerge change".into()));
@@ -162,16 +168,75 @@ impl Engine {
     /// A peer's authenticated connection is up. Discovery never grants
     /// trust: non-members get nothing.
     pub fn connected(&mut self, peer: PeerKey) -> Vec<Out> {
+        self.connected_with(peer, None)
+    }
+
+    /// As [`Engine::connected`], starting from the shared heads persisted
+    /// at the last disconnect (`saved`, from [`Engine::disconnected`]), so
+    /// a reconnect does not resend what the peer already has.
+    pub fn connected_with(&mut self, peer: PeerKey, saved: Option<&[u8]>) -> Vec<Out> {
         if peer == self.me.public_key() || !self.roster.members().contains(&peer) {
             return vec![];
         }
-        self.peers.insert(peer, SyncState::new());
+        let state = saved
+            .and_then(|b| SyncState::decode(b).ok())
+            .unwrap_or_default();
+        self.peers.insert(peer, state);
         self.step(peer)
     }
 
-    /// Disconnect, timeout or failure: forget the peer's sync state.
-    pub fn disconnected(&mut self, peer: PeerKey) {
-        self.peers.remove(&peer);
+    /// Disconnect, timeout or failure: the in-flight sync state is dropped.
+    /// Returns what to persist for the peer (its shared heads only: the
+    /// encoded form is exactly a reset state).
+    pub fn disconnected(&mut self, peer: PeerKey) -> Option<Vec<u8>> {
+        self.peers.remove(&peer).map(|s| s.encode())
+    }
+
+    /// Whether any connected peer may still lack something of ours.
+    pub fn is_connected(&self, peer: &PeerKey) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Seal the whole document for the relay (kind [`KIND_SNAPSHOT`]).
+    pub fn snapshot(&mut self) -> Option<Vec<u8>> {
+        let key = self.roster.current_key()?.clone();
+        self.seq += 1;
+        let save = self.doc.save();
+        Some(
+            Envelope::seal(
+                &self.me,
+                &self.workspace,
+                self.roster.epoch(),
+                &key,
+                self.seq,
+                KIND_SNAPSHOT,
+                &save,
+            )
+            .to_bytes(),
+        )
+    }
+
+    /// A snapshot from the relay: checked, decrypted and merged.
+    pub fn receive_snapshot(&mut self, bytes: &[u8]) -> Result<(), SealError> {
+        let (header, plain) = crate::seal::open_snapshot(
+            bytes,
+            &self.workspace,
+            self.roster.authors_by_epoch(),
+            self.roster.keys(),
+        )
+        .inspect_err(|_| self.counters.rejected += 1)?;
+        if header.kind != KIND_SNAPSHOT {
+            self.counters.rejected += 1;
+            return Err(SealError::Malformed("not a snapshot".into()));
+        }
+        let mut other = WorkspaceDoc::load(&plain, agentos_crdt::ActorId([0xfe; 16]))
+            .map_err(|e| SealError::Malformed(e.to_string()))
+            .inspect_err(|_| self.counters.rejected += 1)?;
+        self.doc
+            .merge(&mut other)
+            .map_err(|e| SealError::Malformed(e.to_string()))?;
+        self.counters.accepted += 1;
+        Ok(())
     }
 
     pub fn connected_peers(&self) -> BTreeSet<PeerKey> {
@@ -191,6 +256,12 @@ impl Engine {
             self.peers.insert(from, SyncState::new());
         }
         self.step(from)
+    }
+
+    /// Our heads changed outside a sync exchange (an envelope arrived):
+    /// tell a connected peer by sync if it still lacks something.
+    pub fn nudge(&mut self, peer: PeerKey) -> Vec<Out> {
+        self.step(peer)
     }
 
     fn step(&mut self, peer: PeerKey) -> Vec<Out> {

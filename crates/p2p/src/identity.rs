@@ -26,6 +26,7 @@ pub enum IdentityError {
 }
 
 /// This device's long-term signing identity.
+#[derive(Clone)]
 pub struct DeviceIdentity {
     key: SigningKey,
 }
@@ -110,6 +111,11 @@ impl DeviceIdentity {
     }
 
     /// A throwaway identity (tests, simulations).
+    /// The secret seed, for building the libp2p identity (never log it).
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     pub fn from_seed(seed: [u8; 32]) -> DeviceIdentity {
         DeviceIdentity {
             key: SigningKey::from_bytes(&seed),

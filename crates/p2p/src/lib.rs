@@ -1,4 +1,6 @@
-//! Peer-to-peer layer, sans IO so far.
+//! Peer-to-peer layer: a sans-IO core (identity, pairing, roster, seal,
+//! engine) and its libp2p edges (`net`: the device swarm; `transport`: the
+//! daemon's driver task).
 //!
 //! - `identity`: each device has one Ed25519 key, created on first run and
 //!   kept in `$AGENTOS_HOME/keys/` with mode 0600. The same key becomes the
@@ -20,7 +22,9 @@ pub mod engine;
 pub mod identity;
 pub mod net;
 pub mod pairing;
+pub mod relay;
 pub mod roster;
 pub mod seal;
+pub mod transport;
 
 pub use identity::{DeviceId, DeviceIdentity, IdentityError};

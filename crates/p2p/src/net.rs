@@ -6,34 +6,34 @@
 //! roster members), identify and ping. [`Node::run_until`] drives it.
 
 use crate::engine::{Engine, Out, PeerKey};
+use agentos_proto::peer::{self, PeerRequest, PeerResponse};
 use futures::StreamExt;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, identity, mdns, noise, ping,
-    request_response, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, dcutr, gossipsub, identify, identity, mdns, noise,
+    ping, relay, request_response, tcp, yamux,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The sync protocol's name (versioned with the wire format).
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/agentos/sync/1");
-/// The largest sync message accepted (a first sync can be ~1 MB).
-pub const MAX_SYNC_MESSAGE: usize = 16 << 20;
+/// The peer protocol's name (versioned with `agentos_proto::peer`).
+pub const PEER_PROTOCOL: StreamProtocol = StreamProtocol::new(agentos_proto::peer::PEER_PROTOCOL);
 
-/// Length-prefixed raw bytes; the response is an empty acknowledgement.
+/// Length-prefixed bincode of [`PeerRequest`] / [`PeerResponse`], bounded
+/// by [`agentos_proto::peer::MAX_PEER_MESSAGE`].
 #[derive(Debug, Clone, Default)]
-pub struct SyncCodec;
+pub struct PeerCodec;
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_SYNC_MESSAGE {
+    if len > agentos_proto::peer::MAX_PEER_MESSAGE {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("sync message of {len} bytes is over the limit"),
+            format!("peer message of {len} bytes is over the limit"),
         ));
     }
     let mut buf = vec![0u8; len];
@@ -47,57 +47,73 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> s
     io.flush().await
 }
 
-impl request_response::Codec for SyncCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+impl request_response::Codec for PeerCodec {
+    type Protocol = StreamProtocol;
+    type Request = PeerRequest;
+    type Response = PeerResponse;
+
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<PeerRequest>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        peer::decode(&read_frame(io).await?).map_err(invalid)
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<PeerResponse>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        peer::decode(&read_frame(io).await?).map_err(invalid)
     }
 
     async fn write_request<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: PeerRequest,
     ) -> std::io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req).await
+        write_frame(io, &peer::encode(&req).map_err(invalid)?).await
     }
 
     async fn write_response<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Vec<u8>,
+        res: PeerResponse,
     ) -> std::io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res).await
+        write_frame(io, &peer::encode(&res).map_err(invalid)?).await
     }
 }
 
+/// A device's behaviour: gossip, the peer protocol, LAN discovery, and the
+/// relay client with hole punching for devices that are not on one LAN.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    gossipsub: gossipsub::Behaviour,
-    sync: request_response::Behaviour<SyncCodec>,
-    mdns: Toggle<mdns::tokio::Behaviour>,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub peer: request_response::Behaviour<PeerCodec>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub relay: relay::client::Behaviour,
+    pub dcutr: dcutr::Behaviour,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +132,89 @@ pub fn peer_id(device: &PeerKey) -> Option<PeerId> {
     Some(identity::PublicKey::from(pk).to_peer_id())
 }
 
+/// The device key inside a PeerId (Ed25519 ids inline their public key).
+pub fn peer_key(peer: &PeerId) -> Option<PeerKey> {
+    let mh: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    let pk = identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    Some(pk.try_into_ed25519().ok()?.to_bytes())
+}
+
+/// The gossip topic of a workspace.
+pub fn topic(workspace: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("agentos/ws/{workspace}"))
+}
+
+/// The identify protocol string of AgentOS devices and relays.
+pub const IDENTIFY: &str = "/agentos/1";
+
+/// Build a device swarm from the device `seed`.
+pub fn build_swarm(seed: [u8; 32], mdns: bool) -> Result<Swarm<Behaviour>, NetError> {
+    let mut secret = seed;
+    let keypair = identity::Keypair::ed25519_from_bytes(&mut secret).map_err(e)?;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(e)?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(e)?
+        .with_behaviour(|key, relay| {
+            // A tiny mesh: a user's handful of devices (research/sync.md §5.2).
+            let gossip_cfg = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .mesh_n_low(1)
+                .mesh_n(2)
+                .mesh_n_high(4)
+                .mesh_outbound_min(0)
+                .max_transmit_size(64 * 1024)
+                .message_id_fn(|m: &gossipsub::Message| {
+                    use sha2::Digest;
+                    gossipsub::MessageId::from(sha2::Sha256::digest(&m.data).to_vec())
+                })
+                .build()
+                .map_err(|x| x.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_cfg,
+            )?;
+            let peer = request_response::Behaviour::new(
+                [(PEER_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+            );
+            let mdns = if mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            Ok(Behaviour {
+                gossipsub,
+                peer,
+                mdns: Toggle::from(mdns),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY.into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                relay,
+                dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+            })
+        })
+        .map_err(e)?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
 /// One device on the network for one workspace.
 pub struct Node {
     swarm: Swarm<Behaviour>,
+    workspace: String,
     pub engine: Engine,
     topic: gossipsub::IdentTopic,
     /// Roster members by PeerId.
@@ -141,56 +237,11 @@ impl Node {
         engine: Engine,
         mdns: bool,
     ) -> Result<Node, NetError> {
-        let mut secret = seed;
-        let keypair = identity::Keypair::ed25519_from_bytes(&mut secret).map_err(e)?;
-        let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(e)?
-            .with_behaviour(|key| {
-                let gossip_cfg = gossipsub::ConfigBuilder::default()
-                    .heartbeat_interval(Duration::from_millis(500))
-                    .max_transmit_size(64 * 1024)
-                    .build()
-                    .map_err(|x| x.to_string())?;
-                let gossipsub = gossipsub::Behaviour::new(
-                    gossipsub::MessageAuthenticity::Signed(key.clone()),
-                    gossip_cfg,
-                )?;
-                let sync = request_response::Behaviour::new(
-                    [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(30)),
-                );
-                let mdns = if mdns {
-                    Some(mdns::tokio::Behaviour::new(
-                        mdns::Config::default(),
-                        key.public().to_peer_id(),
-                    )?)
-                } else {
-                    None
-                };
-                Ok(Behaviour {
-                    gossipsub,
-                    sync,
-                    mdns: Toggle::from(mdns),
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        "/agentos/1".into(),
-                        key.public(),
-                    )),
-                    ping: ping::Behaviour::new(ping::Config::new()),
-                })
-            })
-            .map_err(e)?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            .build();
-        let topic = gossipsub::IdentTopic::new(format!("agentos/ws/{workspace}"));
+        let swarm = build_swarm(seed, mdns)?;
+        let topic = topic(workspace);
         let mut node = Node {
             swarm,
+            workspace: workspace.to_string(),
             engine,
             topic,
             members: BTreeMap::new(),
@@ -258,7 +309,11 @@ impl Node {
                 Out::Relay { envelope } => relay.push(envelope),
                 Out::Sync { to, message } => {
                     if let Some(p) = peer_id(&to) {
-                        self.swarm.behaviour_mut().sync.send_request(&p, message);
+                        let workspace = self.workspace.clone();
+                        self.swarm
+                            .behaviour_mut()
+                            .peer
+                            .send_request(&p, PeerRequest::Sync { workspace, message });
                     }
                 }
             }
@@ -291,7 +346,7 @@ impl Node {
             })) => {
                 let _ = self.engine.receive_envelope(&message.data);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(request_response::Event::Message {
                 peer,
                 message:
                     request_response::Message::Request {
@@ -302,15 +357,18 @@ impl Node {
                 let _ = self
                     .swarm
                     .behaviour_mut()
-                    .sync
-                    .send_response(channel, Vec::new());
+                    .peer
+                    .send_response(channel, PeerResponse::Ok);
                 // Only members: a stranger's message is dropped.
-                if let Some(key) = self.members.get(&peer).copied() {
-                    let outs = self.engine.receive_sync(key, &request);
+                if let (Some(key), PeerRequest::Sync { workspace, message }) =
+                    (self.members.get(&peer).copied(), request)
+                    && workspace == self.workspace
+                {
+                    let outs = self.engine.receive_sync(key, &message);
                     self.dispatch(outs);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(
+            SwarmEvent::Behaviour(BehaviourEvent::Peer(
                 request_response::Event::OutboundFailure { peer, .. }
                 | request_response::Event::InboundFailure { peer, .. },
             )) => {

@@ -41,6 +41,8 @@ pub struct Invite {
     pub secret: [u8; 10],
     pub expires_at_ms: u64,
     pub relay: Option<String>,
+    /// The inviter's own addresses (for a direct dial when mDNS can't).
+    pub addrs: Vec<String>,
 }
 
 impl Invite {
@@ -52,6 +54,7 @@ impl Invite {
             secret,
             expires_at_ms: now_ms + ttl_ms.min(MAX_INVITE_MS),
             relay,
+            addrs: Vec::new(),
         }
     }
 
@@ -98,7 +101,7 @@ impl Invite {
         let bytes = data_encoding::BASE32_NOPAD
             .decode(body.as_bytes())
             .map_err(|e| PairError::Malformed(e.to_string()))?;
-        if bytes.len() > 1024 {
+        if bytes.len() > 4096 {
             return Err(PairError::Malformed("too long".into()));
         }
         let (inv, _): (Invite, usize) =
@@ -252,6 +255,20 @@ impl Inviter {
 
     pub fn sas(&self) -> Option<&str> {
         self.pending.as_ref().map(|p| p.sas.as_str())
+    }
+
+    /// The device that presented the secret, once one did.
+    pub fn peer(&self) -> Option<[u8; 32]> {
+        self.pending.as_ref().map(|p| p.peer)
+    }
+
+    pub fn invite(&self) -> &Invite {
+        &self.invite
+    }
+
+    /// Burned by wrong codes, or expired.
+    pub fn is_dead(&self, now_ms: u64) -> bool {
+        self.failures >= MAX_ATTEMPTS || now_ms > self.invite.expires_at_ms
     }
 }
 

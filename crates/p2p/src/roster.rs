@@ -64,8 +64,33 @@ fn body_bytes(seq: u64, prev: &[u8; 32], author: &[u8; 32], op: &Op) -> Vec<u8> 
     b
 }
 
+/// The largest roster log accepted from the wire.
+pub const MAX_LOG: usize = 1 << 20;
+
+/// A roster log as it travels (`PeerRequest::Roster`) and is stored.
+pub fn encode_log(entries: &[Entry]) -> Vec<u8> {
+    bincode::serde::encode_to_vec(entries, bincode::config::standard()).unwrap_or_default()
+}
+
+/// Decode a roster log, bounded; entries are checked by [`Roster::replay`].
+pub fn decode_log(bytes: &[u8]) -> Result<Vec<Entry>, RosterError> {
+    let bad = |m: String| RosterError::Invalid(0, format!("malformed roster log: {m}"));
+    if bytes.len() > MAX_LOG {
+        return Err(bad(format!("{} bytes is over the limit", bytes.len())));
+    }
+    let (v, used): (Vec<Entry>, usize) = bincode::serde::decode_from_slice(
+        bytes,
+        bincode::config::standard().with_limit::<MAX_LOG>(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(bad("trailing bytes".into()));
+    }
+    Ok(v)
+}
+
 impl Entry {
-    fn hash(&self) -> [u8; 32] {
+    pub fn hash(&self) -> [u8; 32] {
         Sha256::digest(body_bytes(self.seq, &self.prev, &self.author, &self.op)).into()
     }
 }
@@ -306,6 +331,41 @@ impl Roster {
     pub fn current_key(&self) -> Option<&EpochKey> {
         self.keys.get(&self.epoch)
     }
+    /// The device group's id: the hash of the genesis entry.
+    pub fn group_id(&self) -> [u8; 32] {
+        self.entries.first().map(|e| e.hash()).unwrap_or([0; 32])
+    }
+
+    /// Apply the entries of `log` that extend ours. `Ok(true)` if anything
+    /// was new; an error if the logs diverge (a fork is never merged) or
+    /// an entry is invalid — the roster is then unchanged.
+    pub fn extend_from(
+        &mut self,
+        log: &[Entry],
+        me: Option<&DeviceIdentity>,
+    ) -> Result<bool, RosterError> {
+        if log.len() <= self.entries.len() {
+            // Ours is as long: theirs must be a prefix of ours.
+            return match log.last() {
+                Some(e) if self.entries[e.seq as usize].hash() != e.hash() => {
+                    Err(RosterError::BadLink(e.seq))
+                }
+                _ => Ok(false),
+            };
+        }
+        if let Some(mine) = self.entries.last()
+            && log[mine.seq as usize].hash() != mine.hash()
+        {
+            return Err(RosterError::BadLink(mine.seq));
+        }
+        let mut next = self.clone();
+        for e in &log[self.entries.len()..] {
+            next.apply(e.clone(), me)?;
+        }
+        *self = next;
+        Ok(true)
+    }
+
     /// The hash of the head entry (two devices agree iff these match).
     pub fn head(&self) -> [u8; 32] {
         self.entries.last().map(|e| e.hash()).unwrap_or([0; 32])

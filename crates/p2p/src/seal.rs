@@ -20,12 +20,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The largest envelope accepted from anyone (gossipsub carries ≤ 64 KiB).
 pub const MAX_ENVELOPE: usize = 64 * 1024;
+/// The largest snapshot envelope (a whole document, relay upload only).
+pub const MAX_SNAPSHOT: usize = 8 << 20;
 /// Envelope format version.
 pub const ENVELOPE_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
-    #[error("envelope of {0} bytes is over the {MAX_ENVELOPE}-byte limit")]
+    #[error(
+        "envelope of {0} bytes is over the limit ({MAX_ENVELOPE} bytes, {MAX_SNAPSHOT} for a snapshot)"
+    )]
     TooLarge(usize),
     #[error("malformed envelope: {0}")]
     Malformed(String),
@@ -160,19 +164,22 @@ pub struct Envelope {
     pub signature: Vec<u8>,
 }
 
-fn config() -> bincode::config::Configuration<
+type Config<const N: usize> = bincode::config::Configuration<
     bincode::config::BigEndian,
     bincode::config::Fixint,
-    bincode::config::Limit<{ MAX_ENVELOPE }>,
-> {
+    bincode::config::Limit<N>,
+>;
+
+/// The limit only bounds decoding; the encoding is the same for every `N`.
+fn config<const N: usize>() -> Config<N> {
     bincode::config::standard()
         .with_big_endian()
         .with_fixed_int_encoding()
-        .with_limit::<{ MAX_ENVELOPE }>()
+        .with_limit::<N>()
 }
 
 fn header_bytes(h: &Header) -> Vec<u8> {
-    bincode::serde::encode_to_vec(h, config()).unwrap_or_default()
+    bincode::serde::encode_to_vec(h, config::<MAX_ENVELOPE>()).unwrap_or_default()
 }
 
 fn signed_bytes(h: &[u8], nonce: &[u8; 12], ciphertext: &[u8]) -> Vec<u8> {
@@ -227,15 +234,24 @@ impl Envelope {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(self, config()).unwrap_or_default()
+        bincode::serde::encode_to_vec(self, config::<MAX_SNAPSHOT>()).unwrap_or_default()
     }
 
     /// Decode, bounded: oversized or malformed input is an error, never a panic.
     pub fn from_bytes(b: &[u8]) -> Result<Envelope, SealError> {
-        if b.len() > MAX_ENVELOPE {
+        Self::decode_bounded::<MAX_ENVELOPE>(b)
+    }
+
+    /// Decode a snapshot envelope (bounded by [`MAX_SNAPSHOT`]).
+    pub fn from_snapshot_bytes(b: &[u8]) -> Result<Envelope, SealError> {
+        Self::decode_bounded::<MAX_SNAPSHOT>(b)
+    }
+
+    fn decode_bounded<const N: usize>(b: &[u8]) -> Result<Envelope, SealError> {
+        if b.len() > N {
             return Err(SealError::TooLarge(b.len()));
         }
-        let (env, used): (Envelope, usize) = bincode::serde::decode_from_slice(b, config())
+        let (env, used): (Envelope, usize) = bincode::serde::decode_from_slice(b, config::<N>())
             .map_err(|e| SealError::Malformed(e.to_string()))?;
         if used != b.len() {
             return Err(SealError::Malformed("trailing bytes".into()));
@@ -312,7 +328,35 @@ pub fn open(
     keys: &BTreeMap<u64, EpochKey>,
     replay: &mut ReplayGuard,
 ) -> Result<(Header, Vec<u8>), SealError> {
-    let env = Envelope::from_bytes(bytes)?;
+    open_envelope(
+        Envelope::from_bytes(bytes)?,
+        workspace,
+        authors,
+        keys,
+        replay,
+    )
+}
+
+/// Check and decrypt a snapshot envelope (no replay window: a snapshot is
+/// a whole document, applying it twice changes nothing).
+pub fn open_snapshot(
+    bytes: &[u8],
+    workspace: &str,
+    authors: &Authors,
+    keys: &BTreeMap<u64, EpochKey>,
+) -> Result<(Header, Vec<u8>), SealError> {
+    let env = Envelope::from_snapshot_bytes(bytes)?;
+    let mut once = ReplayGuard::default();
+    open_envelope(env, workspace, authors, keys, &mut once)
+}
+
+fn open_envelope(
+    env: Envelope,
+    workspace: &str,
+    authors: &Authors,
+    keys: &BTreeMap<u64, EpochKey>,
+    replay: &mut ReplayGuard,
+) -> Result<(Header, Vec<u8>), SealError> {
     if env.header.workspace != workspace {
         return Err(SealError::WrongWorkspace);
     }

@@ -51,6 +51,13 @@ pub enum ErrorCode {
     /// E021: the caller may not do this (a sandboxed agent's channel, a
     /// share link without the permission).
     PermissionDenied,
+    /// E022: pairing failed (wrong or expired code, too many attempts,
+    /// refused SAS).
+    Pairing,
+    /// E023: no paired device or relay could be reached.
+    PeerUnreachable,
+    /// E024: no paired device with that id.
+    UnknownDevice,
 }
 
 impl ErrorCode {
@@ -78,6 +85,9 @@ impl ErrorCode {
             ErrorCode::UnmergedWork => "E019",
             ErrorCode::Git => "E020",
             ErrorCode::PermissionDenied => "E021",
+            ErrorCode::Pairing => "E022",
+            ErrorCode::PeerUnreachable => "E023",
+            ErrorCode::UnknownDevice => "E024",
         }
     }
 
@@ -150,6 +160,13 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => {
                 "ask the owner for the permission; sandboxed agents may only report hooks"
             }
+            ErrorCode::Pairing => {
+                "make a fresh invite with `agentos pair` on the other device and type its code again"
+            }
+            ErrorCode::PeerUnreachable => {
+                "check `agentos sync status`; put both devices on one LAN or point them at a relay with `agentos sync connect <addr>`"
+            }
+            ErrorCode::UnknownDevice => "list paired devices with `agentos devices`",
         }
     }
 }
@@ -218,6 +235,9 @@ mod tests {
             ErrorCode::UnmergedWork,
             ErrorCode::Git,
             ErrorCode::PermissionDenied,
+            ErrorCode::Pairing,
+            ErrorCode::PeerUnreachable,
+            ErrorCode::UnknownDevice,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort();

@@ -2,7 +2,8 @@
 //!
 //! Two conversations use it, both over Unix sockets:
 //! - **client ⇄ daemon** ([`Request`], [`Response`], [`ClientFrame`], [`ServerFrame`]);
-//! - **daemon ⇄ PTY holder** ([`HolderCmd`], [`HolderEvent`]).
+//! - **daemon ⇄ PTY holder** ([`HolderCmd`], [`HolderEvent`]);
+//! - **device ⇄ device and device ⇄ relay** over libp2p ([`peer`]).
 //!
 //! Every connection opens with a fixed 8-byte hello (`b"AGOS"` + `u32` BE version,
 //! or `b"AGSH"` for a holder) that never changes shape, so a peer speaking
@@ -12,6 +13,7 @@
 
 mod errors;
 mod messages;
+pub mod peer;
 
 pub use errors::{ErrorCode, ErrorInfo};
 pub use messages::*;
@@ -21,7 +23,7 @@ use std::io::{Read, Write};
 
 /// Version of the client ⇄ daemon and daemon ⇄ holder protocols. Bump on any
 /// change to the message enums below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Hello magic for a CLI (or any) client talking to the daemon.
 pub const CLIENT_MAGIC: [u8; 4] = *b"AGOS";
 /// Hello magic for the daemon talking to a PTY holder.

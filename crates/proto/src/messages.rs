@@ -224,6 +224,94 @@ pub enum Request {
     },
     Overlaps,
     Gc,
+    /// `agentos pair`: make an invite (at most 10 minutes).
+    PairInvite {
+        ttl_ms: u64,
+    },
+    /// `agentos pair`: wait for a device to present the invite's secret;
+    /// answers with the SAS to compare.
+    PairWait {
+        timeout_ms: u64,
+    },
+    /// `agentos pair <invite>`: reach the inviter (payload address, the
+    /// relay, or mDNS) and prove the secret; answers with the SAS.
+    PairJoin {
+        invite: String,
+        timeout_ms: u64,
+    },
+    /// Either side: the user compared the SAS. Answers `Paired` once both
+    /// devices confirmed.
+    PairConfirm {
+        accept: bool,
+        timeout_ms: u64,
+    },
+    /// `agentos devices`.
+    Devices,
+    /// `agentos devices remove <id>`: remove and rotate the keys.
+    DeviceRemove {
+        device: String,
+    },
+    /// `agentos sync status`.
+    SyncStatus,
+    /// `agentos sync enable|disable [--workspace <path>]`.
+    SyncSet {
+        workspace: String,
+        enabled: bool,
+    },
+    /// `agentos sync connect <addr>`: use this relay (or dial this peer).
+    SyncConnect {
+        addr: String,
+    },
+    /// `agentos handoff <name> --to <device>`.
+    Handoff {
+        name: String,
+        to: String,
+    },
+}
+
+/// One paired device, as `agentos devices` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// Syncthing-style id with check characters.
+    pub id: String,
+    pub short: String,
+    pub name: String,
+    /// This device.
+    pub this_device: bool,
+    /// `lan`, `direct` or `relay` when connected now.
+    pub connection: Option<String>,
+    pub addr: Option<String>,
+    pub last_seen_ms: Option<u64>,
+    pub last_sync_ms: Option<u64>,
+}
+
+/// One workspace's sync, as `agentos sync status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSyncView {
+    pub id: String,
+    pub path: String,
+    pub enabled: bool,
+    /// Local changes not yet stored at the relay (or, without a relay,
+    /// written while no peer was connected).
+    pub pending: u64,
+    pub last_sync_ms: Option<u64>,
+}
+
+/// `agentos sync status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatusView {
+    pub device: String,
+    /// `lan+relay`, `lan` or `relay`.
+    pub mode: String,
+    pub listen: Vec<String>,
+    pub relay: Option<String>,
+    pub relay_connected: bool,
+    pub peers: Vec<DeviceView>,
+    pub workspaces: Vec<WorkspaceSyncView>,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub epoch: u64,
 }
 
 /// Daemon → client replies to a [`Request`].
@@ -268,6 +356,28 @@ pub enum Response {
     },
     Policy {
         policy: PolicyView,
+    },
+    PairInvite {
+        code: String,
+        payload: String,
+        expires_at_ms: u64,
+        relay: Option<String>,
+    },
+    /// The code both screens show; the user compares it.
+    PairSas {
+        sas: String,
+        device: String,
+        name: String,
+    },
+    Paired {
+        device: String,
+        name: String,
+    },
+    Devices {
+        devices: Vec<DeviceView>,
+    },
+    SyncStatus {
+        status: SyncStatusView,
     },
 }
 
