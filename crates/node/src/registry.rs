@@ -679,6 +679,7 @@ impl Actor for NodeActor {
                 self.identity.clone(),
                 &self.config.sync,
                 ctx.address().recipient(),
+                ctx.address().recipient(),
             ) {
                 Ok(s) => self.swarm = Some(s),
                 Err(e) => {

@@ -144,6 +144,23 @@ pub struct EnsureDoc {
 #[rtype(result = "()")]
 struct Net(NetEvent);
 
+/// B's side of a handoff: take the agent over (the node does the git work
+/// and starts it).
+#[derive(Message)]
+#[rtype(result = "Result<String, ErrorInfo>")]
+pub struct AcceptHandoff {
+    pub from: PeerKey,
+    pub request: PeerRequest,
+}
+
+/// Send a request to a paired device (by id or its first characters).
+#[derive(Message)]
+#[rtype(result = "Result<PeerResponse, ErrorInfo>")]
+pub struct SendToDevice {
+    pub device: String,
+    pub request: PeerRequest,
+}
+
 /// Is sync on for this workspace (the node asks before creating docs).
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -158,6 +175,7 @@ pub struct SwarmActor {
     roster: Roster,
     net: mpsc::Sender<NetCmd>,
     node: Recipient<EnsureDoc>,
+    handoff: Recipient<AcceptHandoff>,
     mdns: bool,
     docs: HashMap<String, Addr<DocActor>>,
     disabled: BTreeSet<String>,
@@ -250,6 +268,7 @@ impl SwarmActor {
         me: DeviceIdentity,
         cfg: &crate::config::SyncConfig,
         node: Recipient<EnsureDoc>,
+        handoff: Recipient<AcceptHandoff>,
     ) -> Result<Addr<SwarmActor>, String> {
         let name = device_name(cfg);
         let roster = load_roster(&store, &me, &name);
@@ -276,6 +295,7 @@ impl SwarmActor {
             roster,
             net: cmd_tx,
             node,
+            handoff,
             mdns: cfg.mdns,
             docs: HashMap::new(),
             disabled,
@@ -484,6 +504,37 @@ impl SwarmActor {
             PeerRequest::PairConfirm { accepted } => {
                 let r = self.on_pair_confirm(peer, accepted);
                 respond(self, r);
+            }
+            req @ PeerRequest::Handoff { .. } => {
+                if !self.is_member(&peer) {
+                    self.rejected += 1;
+                    return respond(self, denied("not a member of this device group"));
+                }
+                let node = self.handoff.clone();
+                ctx.spawn(
+                    async move {
+                        node.send(AcceptHandoff {
+                            from: peer,
+                            request: req,
+                        })
+                        .await
+                    }
+                    .into_actor(self)
+                    .map(move |r, act, _| {
+                        let response = match r {
+                            Ok(Ok(agent)) => PeerResponse::HandedOff { agent },
+                            Ok(Err(e)) => PeerResponse::Error {
+                                code: e.code,
+                                message: format!("{} ({})", e.message, e.hint()),
+                            },
+                            Err(_) => PeerResponse::Error {
+                                code: ErrorCode::Internal,
+                                message: "the node stopped".into(),
+                            },
+                        };
+                        act.cmd(NetCmd::Respond { id, response });
+                    }),
+                );
             }
             other => {
                 debug!(?peer, "unsupported request on a device: {}", kind(&other));
@@ -1147,6 +1198,41 @@ impl Handler<Net> for SwarmActor {
     fn handle(&mut self, msg: Net, ctx: &mut Context<Self>) {
         let _span = tracing::debug_span!("swarm").entered();
         self.on_net(msg.0, ctx);
+    }
+}
+
+impl Handler<SendToDevice> for SwarmActor {
+    type Result = ResponseActFuture<Self, Result<PeerResponse, ErrorInfo>>;
+    fn handle(&mut self, msg: SendToDevice, _: &mut Context<Self>) -> Self::Result {
+        let k = match self.find_device(&msg.device) {
+            Ok(k) if k == self.me.public_key() => {
+                return Box::pin(actix::fut::ready(Err(err(
+                    ErrorCode::InvalidArgument,
+                    "that is this device",
+                ))));
+            }
+            Ok(k) => k,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let mut addrs: Vec<Multiaddr> = self
+            .known_addrs
+            .get(&k)
+            .or_else(|| self.discovered.get(&k))
+            .cloned()
+            .into_iter()
+            .collect();
+        if let (Some(relay), Some(p)) = (self.relay_multiaddr(), peer_id(&k)) {
+            addrs.push(relay.with(Protocol::P2pCircuit).with(Protocol::P2p(p)));
+        }
+        let net = self.net.clone();
+        Box::pin(actix::fut::wrap_future(async move {
+            request(net, k, addrs, msg.request).await.map_err(|e| {
+                err(
+                    ErrorCode::PeerUnreachable,
+                    format!("device {} did not answer: {e}", DeviceId::from_public_key(&k).short()),
+                )
+            })
+        }))
     }
 }
 

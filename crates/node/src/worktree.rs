@@ -268,57 +268,66 @@ pub fn changed_files(path: &Path, base_sha: &str) -> Result<BTreeSet<String>, Wo
 
 /// Save everything in the worktree (commits and uncommitted files) under
 /// `refs/agentos/snapshots/<name>/<ms>`; returns the ref.
+/// The tree of a worktree's current files (HEAD plus every dirty file),
+/// staged in a separate index: the agent's own index is left alone.
+fn worktree_tree<'r>(
+    repo: &'r Repository,
+    path: &Path,
+) -> Result<(git2::Tree<'r>, git2::Commit<'r>), WorktreeError> {
+    let head = repo.head()?.peel_to_commit()?;
+    let mut index = git2::Index::new()?;
+    let head_tree = head.tree()?;
+    index.read_tree(&head_tree)?;
+    let workdir = repo
+        .workdir()
+        .ok_or_else(|| WorktreeError::Refused("no work tree".into()))?
+        .to_path_buf();
+    for file in dirty_files(path)? {
+        let full = workdir.join(&file);
+        if full.is_file() {
+            let content = std::fs::read(&full).map_err(io(&full))?;
+            let oid = repo.blob(&content)?;
+            let mode = {
+                use std::os::unix::fs::PermissionsExt;
+                let m = std::fs::metadata(&full)
+                    .map_err(io(&full))?
+                    .permissions()
+                    .mode();
+                if m & 0o111 != 0 { 0o100755 } else { 0o100644 }
+            };
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode,
+                uid: 0,
+                gid: 0,
+                file_size: content.len() as u32,
+                id: oid,
+                flags: 0,
+                flags_extended: 0,
+                path: file.as_bytes().to_vec(),
+            };
+            index.add(&entry)?;
+        } else {
+            let _ = index.remove_path(Path::new(&file));
+        }
+    }
+    let tree_id = index.write_tree_to(repo)?;
+    Ok((repo.find_tree(tree_id)?, head))
+}
+
+fn signature(repo: &Repository) -> Result<git2::Signature<'static>, WorktreeError> {
+    Ok(repo
+        .signature()
+        .or_else(|_| git2::Signature::now("agentos", "agentos@localhost"))?)
+}
+
 pub fn snapshot(path: &Path, name: &str, at_ms: u64) -> Result<String, WorktreeError> {
     let repo = Repository::open(path)?;
-    let head = repo.head()?.peel_to_commit()?;
-    // Stage a tree of the working directory in a separate index: the
-    // agent's own index is left alone.
-    let mut index = git2::Index::new()?;
-    let tree_id = {
-        let head_tree = head.tree()?;
-        index.read_tree(&head_tree)?;
-        let workdir = repo
-            .workdir()
-            .ok_or_else(|| WorktreeError::Refused("no work tree".into()))?
-            .to_path_buf();
-        for file in dirty_files(path)? {
-            let full = workdir.join(&file);
-            if full.is_file() {
-                let content = std::fs::read(&full).map_err(io(&full))?;
-                let oid = repo.blob(&content)?;
-                let mode = {
-                    use std::os::unix::fs::PermissionsExt;
-                    let m = std::fs::metadata(&full)
-                        .map_err(io(&full))?
-                        .permissions()
-                        .mode();
-                    if m & 0o111 != 0 { 0o100755 } else { 0o100644 }
-                };
-                let entry = git2::IndexEntry {
-                    ctime: git2::IndexTime::new(0, 0),
-                    mtime: git2::IndexTime::new(0, 0),
-                    dev: 0,
-                    ino: 0,
-                    mode,
-                    uid: 0,
-                    gid: 0,
-                    file_size: content.len() as u32,
-                    id: oid,
-                    flags: 0,
-                    flags_extended: 0,
-                    path: file.as_bytes().to_vec(),
-                };
-                index.add(&entry)?;
-            } else {
-                let _ = index.remove_path(Path::new(&file));
-            }
-        }
-        index.write_tree_to(&repo)?
-    };
-    let tree = repo.find_tree(tree_id)?;
-    let sig = repo
-        .signature()
-        .or_else(|_| git2::Signature::now("agentos", "agentos@localhost"))?;
+    let (tree, head) = worktree_tree(&repo, path)?;
+    let sig = signature(&repo)?;
     let commit = repo.commit(
         None,
         &sig,
@@ -330,6 +339,124 @@ pub fn snapshot(path: &Path, name: &str, at_ms: u64) -> Result<String, WorktreeE
     let refname = format!("refs/agentos/snapshots/{name}/{at_ms}");
     repo.reference(&refname, commit, true, "agentos snapshot")?;
     Ok(refname)
+}
+
+/// Commit the worktree's work in progress (every dirty file) onto its
+/// branch, and line its index up with the new commit. Returns the branch's
+/// tip (unchanged when nothing was dirty).
+pub fn commit_wip(path: &Path, message: &str) -> Result<String, WorktreeError> {
+    let repo = Repository::open(path)?;
+    if dirty_files(path)?.is_empty() {
+        return Ok(repo.head()?.peel_to_commit()?.id().to_string());
+    }
+    let (tree, head) = worktree_tree(&repo, path)?;
+    let sig = signature(&repo)?;
+    let commit = repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &[&head])?;
+    let mut idx = repo.index()?;
+    idx.read_tree(&tree)?;
+    idx.write()?;
+    Ok(commit.to_string())
+}
+
+fn git(repo: &Path, args: &[&str]) -> Result<std::process::Output, WorktreeError> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            WorktreeError::Refused(format!(
+                "cannot run git (needed for bundles): {e}; install git"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(WorktreeError::Refused(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out)
+}
+
+/// A git bundle of `branch` down to `base` (empty when they are equal).
+/// libgit2 has no bundles, so this runs `git bundle`.
+pub fn bundle(repo_root: &Path, branch: &str, base: &str) -> Result<Vec<u8>, WorktreeError> {
+    let repo = Repository::open(repo_root)?;
+    let tip = repo
+        .find_branch(branch, BranchType::Local)?
+        .get()
+        .peel_to_commit()?
+        .id();
+    if tip.to_string() == base {
+        return Ok(Vec::new());
+    }
+    let file = tempfile_path(repo_root, "bundle");
+    let range = format!("^{base}");
+    let r = git(
+        repo_root,
+        &["bundle", "create", &file.display().to_string(), branch, &range],
+    );
+    let bytes = r.and_then(|_| std::fs::read(&file).map_err(io(&file)));
+    let _ = std::fs::remove_file(&file);
+    bytes
+}
+
+/// Bring a bundle's branch into this repository: `branch` points at `tip`
+/// afterwards. Refuses when the repository lacks the bundle's base commit.
+pub fn import_bundle(
+    repo_root: &Path,
+    bundle: &[u8],
+    branch: &str,
+    tip: &str,
+) -> Result<(), WorktreeError> {
+    let file = tempfile_path(repo_root, "bundle");
+    if !bundle.is_empty() {
+        std::fs::write(&file, bundle).map_err(io(&file))?;
+        let f = file.display().to_string();
+        let r = git(repo_root, &["bundle", "verify", &f]).and_then(|_| {
+            git(
+                repo_root,
+                &["fetch", "--no-tags", "--quiet", &f, &format!("{branch}:refs/agentos/handoff/{branch}")],
+            )
+        });
+        let _ = std::fs::remove_file(&file);
+        r.map_err(|e| {
+            WorktreeError::Refused(format!(
+                "{e}; this clone may lack the base commit: pull the repository here first"
+            ))
+        })?;
+    }
+    let repo = Repository::open(repo_root)?;
+    let oid = git2::Oid::from_str(tip).map_err(WorktreeError::Git)?;
+    let commit = repo.find_commit(oid).map_err(|_| {
+        WorktreeError::Refused(format!(
+            "commit {tip} is not in this clone: pull the repository here first"
+        ))
+    })?;
+    if let Ok(b) = repo.find_branch(branch, BranchType::Local)
+        && b.is_head()
+    {
+        return Err(WorktreeError::Refused(format!(
+            "{branch} is checked out here; switch away from it first"
+        )));
+    }
+    repo.branch(branch, &commit, true)?;
+    let _ = repo
+        .find_reference(&format!("refs/agentos/handoff/{branch}"))
+        .and_then(|mut r| r.delete());
+    Ok(())
+}
+
+fn tempfile_path(repo_root: &Path, what: &str) -> PathBuf {
+    let mut b = [0u8; 6];
+    let _ = getrandom::fill(&mut b);
+    let n: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let dir = Repository::open(repo_root)
+        .map(|r| r.commondir().to_path_buf())
+        .unwrap_or_else(|_| std::env::temp_dir());
+    dir.join(format!("agentos-{what}-{n}"))
 }
 
 /// Remove the worktree directory (only inside the shards directory) and its

@@ -69,11 +69,16 @@ pub enum PeerRequest {
     /// Relay: which workspaces it holds logs for (names only).
     Workspaces { group: GroupId },
     /// Handoff, A → B: take over an agent. `bundle` is a git bundle of the
-    /// agent's branch; `record` the agent's document record (bincode).
+    /// agent's branch down to `base` (empty when the branch has no commits
+    /// of its own); `tip` is the commit the branch must point at.
     Handoff {
         workspace: String,
-        agent: String,
+        name: String,
+        agent_type: String,
+        command: Vec<String>,
         branch: String,
+        base: String,
+        tip: String,
         bundle: Vec<u8>,
         resume_id: Option<String>,
     },
