@@ -3,6 +3,12 @@
 //! it sends goes through one bounded queue drained by a writer task. An
 //! attached client's queue is the same one the `AgentActor` fills, so a slow
 //! client only ever delays itself.
+//!
+//! Remote attach uses the same conversation over a libp2p stream
+//! (`/agentos/attach/1`, noise-encrypted end to end, direct or through a
+//! relay circuit): the device that runs the agent serves the stream like a
+//! local connection, limited to attaching ([`serve_peers`]); the device the
+//! user sits at relays its local client's frames to it.
 
 use crate::registry::{ClientRequest, Lookup, NodeActor};
 use actix::prelude::*;
@@ -12,9 +18,10 @@ use agentos_proto::{
     Response, ServerFrame, WireError, check_hello, hello_bytes, read_frame_async,
     write_frame_async,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::{debug, warn};
 
 /// Who is on the other end of a listener.
@@ -39,7 +46,7 @@ pub async fn serve(listener: UnixListener, node: Addr<NodeActor>, scope: Scope) 
                 let scope = scope.clone();
                 actix::spawn(async move {
                     let r = match scope {
-                        Scope::Full => connection(stream, node, id).await,
+                        Scope::Full => connection(stream, node, id, false).await,
                         Scope::Agent { agent_id } => {
                             agent_connection(stream, node, id, agent_id).await
                         }
@@ -54,7 +61,51 @@ pub async fn serve(listener: UnixListener, node: Addr<NodeActor>, scope: Scope) 
     }
 }
 
-async fn handshake(stream: &mut UnixStream, id: u64) -> Result<(), WireError> {
+/// Serve remote-attach streams from paired devices (members only).
+pub fn serve_peers(
+    control: libp2p_stream::Control,
+    node: Addr<NodeActor>,
+    swarm: Addr<crate::swarm::SwarmActor>,
+) {
+    let mut control = control;
+    let mut incoming = match control.accept(agentos_p2p::net::ATTACH_PROTOCOL) {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "remote attach unavailable");
+            return;
+        }
+    };
+    actix::spawn(async move {
+        use futures_util::StreamExt;
+        let mut next_id = 1u64 << 40;
+        while let Some((peer, stream)) = incoming.next().await {
+            let Some(key) = agentos_p2p::net::peer_key(&peer) else {
+                continue;
+            };
+            if !swarm
+                .send(crate::swarm::IsMember { peer: key })
+                .await
+                .unwrap_or(false)
+            {
+                warn!(%peer, "remote attach refused: not a paired device");
+                continue;
+            }
+            let node = node.clone();
+            let id = next_id;
+            next_id += 1;
+            actix::spawn(async move {
+                if let Err(e) = connection(stream.compat(), node, id, true).await {
+                    debug!(conn = id, error = %e, "remote attach ended");
+                }
+            });
+        }
+    });
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    id: u64,
+) -> Result<(), WireError> {
     let mut hello = [0u8; 8];
     stream.read_exact(&mut hello).await?;
     // Always answer with our own hello so the client can name the mismatch.
@@ -136,13 +187,16 @@ async fn agent_connection(
     }
 }
 
-async fn connection(
-    mut stream: UnixStream,
+/// A client conversation. `peer`: a paired device's remote attach, which
+/// may only attach (and type, resize, detach once attached).
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    mut stream: S,
     node: Addr<NodeActor>,
     id: u64,
+    peer: bool,
 ) -> Result<(), WireError> {
     handshake(&mut stream, id).await?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(SUBSCRIBER_QUEUE);
     let writer = actix::spawn(async move {
         while let Some(frame) = rx.recv().await {
@@ -155,14 +209,86 @@ async fn connection(
     let fast: FastInput = Default::default();
     let client = ClientActor {
         id,
-        node,
+        node: node.clone(),
         tx: tx.clone(),
         attached: None,
         fast: fast.clone(),
     }
     .start();
+    // Set when this client attached to an agent on another device: its
+    // frames go there.
+    let mut remote: Option<tokio::io::WriteHalf<tokio_util::compat::Compat<libp2p::Stream>>> = None;
     let result = loop {
         match read_frame_async::<ClientFrame, _>(&mut rd).await {
+            Ok(frame) if remote.is_some() => {
+                let w = remote.as_mut().expect("checked");
+                if write_frame_async(w, &frame).await.is_err() {
+                    break Ok(());
+                }
+            }
+            Ok(ClientFrame::Request(req)) if peer && !matches!(req, Request::Attach { .. }) => {
+                let _ = tx
+                    .send(ServerFrame::Response(Response::Error {
+                        error: ErrorInfo::new(
+                            ErrorCode::PermissionDenied,
+                            "a paired device may only attach over this stream",
+                        ),
+                    }))
+                    .await;
+            }
+            Ok(ClientFrame::Request(Request::Attach {
+                name,
+                cols,
+                rows,
+                direct,
+            })) if !peer => {
+                // Here, or on another device?
+                let local = matches!(node.send(Lookup { name: name.clone() }).await, Ok(Ok(_)));
+                let frame = ClientFrame::Request(Request::Attach {
+                    name: name.clone(),
+                    cols,
+                    rows,
+                    direct,
+                });
+                if local {
+                    if client.send(Incoming { frame }).await.is_err() {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                match node.send(crate::registry::OpenRemoteAttach { name }).await {
+                    Ok(Ok(stream)) => {
+                        match remote_attach(stream, direct, tx.clone(), frame).await {
+                            Ok(w) => remote = Some(w),
+                            Err(e) => {
+                                let _ = tx
+                                    .send(ServerFrame::Response(Response::Error { error: e }))
+                                    .await;
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let _ = tx
+                            .send(ServerFrame::Response(Response::Error { error: e }))
+                            .await;
+                    }
+                    Err(_) => break Ok(()),
+                }
+            }
+            Ok(ClientFrame::Request(Request::Attach {
+                name, cols, rows, ..
+            })) => {
+                // A remote client never reads the holder directly.
+                let frame = ClientFrame::Request(Request::Attach {
+                    name,
+                    cols,
+                    rows,
+                    direct: false,
+                });
+                if client.send(Incoming { frame }).await.is_err() {
+                    break Ok(());
+                }
+            }
             Ok(ClientFrame::Input { data })
                 if fast.lock().map(|f| f.is_some()).unwrap_or(false) =>
             {
@@ -197,6 +323,62 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Open the attach conversation on the device that runs the agent and
+/// relay its frames to our client; returns where to write our client's
+/// frames.
+async fn remote_attach(
+    stream: libp2p::Stream,
+    client_direct: bool,
+    tx: mpsc::Sender<ServerFrame>,
+    attach: ClientFrame,
+) -> Result<tokio::io::WriteHalf<tokio_util::compat::Compat<libp2p::Stream>>, ErrorInfo> {
+    let mut s = stream.compat();
+    let fail = |e: WireError| e.to_info();
+    s.write_all(&hello_bytes(CLIENT_MAGIC, PROTOCOL_VERSION))
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let mut hello = [0u8; 8];
+    s.read_exact(&mut hello).await.map_err(|e| fail(e.into()))?;
+    check_hello(CLIENT_MAGIC, hello).map_err(fail)?;
+    let (mut rd, mut wr) = tokio::io::split(s);
+    write_frame_async(&mut wr, &attach).await.map_err(fail)?;
+    actix::spawn(async move {
+        // Every frame is decoded (bounded) before it reaches our client.
+        let mut ended = false;
+        let mut first = true;
+        while let Ok(f) = read_frame_async::<ServerFrame, _>(&mut rd).await {
+            ended = matches!(f, ServerFrame::Detached { .. } | ServerFrame::Exited { .. });
+            // A client that asked for the holder's direct route learns at
+            // once that output comes through us instead.
+            let follow = match (&f, first && client_direct) {
+                (ServerFrame::Snapshot { seq, .. }, true) => Some(ServerFrame::Output {
+                    seq: *seq,
+                    data: Vec::new(),
+                }),
+                _ => None,
+            };
+            first = false;
+            if tx.send(f).await.is_err() {
+                return;
+            }
+            if let Some(x) = follow
+                && tx.send(x).await.is_err()
+            {
+                return;
+            }
+        }
+        if !ended {
+            // The other device went away mid-session.
+            let _ = tx
+                .send(ServerFrame::Detached {
+                    reason: agentos_proto::DetachReason::AgentGone,
+                })
+                .await;
+        }
+    });
+    Ok(wr)
 }
 
 /// The direct keystroke route of an attached client: the holder's command

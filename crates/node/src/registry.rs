@@ -64,6 +64,8 @@ pub struct NodeActor {
     /// This device on the network (absent when `[sync] enabled = false`
     /// or the swarm could not start).
     swarm: Option<Addr<crate::swarm::SwarmActor>>,
+    /// Opens remote-attach streams to other devices.
+    streams: Option<libp2p_stream::Control>,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -156,6 +158,7 @@ impl NodeActor {
             proxy_events_rx: Some(proxy_events_rx),
             identity,
             swarm: None,
+            streams: None,
         }
     }
 
@@ -681,7 +684,11 @@ impl Actor for NodeActor {
                 ctx.address().recipient(),
                 ctx.address().recipient(),
             ) {
-                Ok(s) => self.swarm = Some(s),
+                Ok((s, control)) => {
+                    crate::ipc::serve_peers(control.clone(), ctx.address(), s.clone());
+                    self.swarm = Some(s);
+                    self.streams = Some(control);
+                }
                 Err(e) => {
                     warn!(error = %e, "p2p sync unavailable");
                     self.notices.push(format!(
@@ -765,6 +772,13 @@ impl Handler<AgentEvent> for NodeActor {
 #[rtype(result = "Response")]
 pub struct ClientRequest {
     pub req: Request,
+}
+
+/// Open a remote-attach stream to the device an agent runs on.
+#[derive(Message)]
+#[rtype(result = "Result<libp2p::Stream, ErrorInfo>")]
+pub struct OpenRemoteAttach {
+    pub name: String,
 }
 
 /// Find an agent's actor by name (attach, logs --follow).

@@ -161,6 +161,20 @@ pub struct SendToDevice {
     pub request: PeerRequest,
 }
 
+/// Is this device a member of the group (remote attach asks)?
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsMember {
+    pub peer: PeerKey,
+}
+
+/// The key of a member, from its long device id.
+#[derive(Message)]
+#[rtype(result = "Option<PeerKey>")]
+pub struct MemberKey {
+    pub device: String,
+}
+
 /// Is sync on for this workspace (the node asks before creating docs).
 #[derive(Message)]
 #[rtype(result = "bool")]
@@ -269,11 +283,12 @@ impl SwarmActor {
         cfg: &crate::config::SyncConfig,
         node: Recipient<EnsureDoc>,
         handoff: Recipient<AcceptHandoff>,
-    ) -> Result<Addr<SwarmActor>, String> {
+    ) -> Result<(Addr<SwarmActor>, libp2p_stream::Control), String> {
         let name = device_name(cfg);
         let roster = load_roster(&store, &me, &name);
         let swarm =
             agentos_p2p::net::build_swarm(me.seed(), cfg.mdns).map_err(|e| e.to_string())?;
+        let control = swarm.behaviour().stream.new_control();
         let (cmd_tx, cmd_rx) = mpsc::channel(agentos_p2p::transport::CHANNEL);
         let (ev_tx, mut ev_rx) = mpsc::channel(agentos_p2p::transport::CHANNEL);
         actix::spawn(agentos_p2p::transport::drive(swarm, cmd_rx, ev_tx));
@@ -332,7 +347,7 @@ impl SwarmActor {
             }
         });
         addr.do_send(Listen { addr: listen });
-        Ok(addr)
+        Ok((addr, control))
     }
 
     fn cmd(&self, c: NetCmd) {
@@ -1229,10 +1244,30 @@ impl Handler<SendToDevice> for SwarmActor {
             request(net, k, addrs, msg.request).await.map_err(|e| {
                 err(
                     ErrorCode::PeerUnreachable,
-                    format!("device {} did not answer: {e}", DeviceId::from_public_key(&k).short()),
+                    format!(
+                        "device {} did not answer: {e}",
+                        DeviceId::from_public_key(&k).short()
+                    ),
                 )
             })
         }))
+    }
+}
+
+impl Handler<IsMember> for SwarmActor {
+    type Result = bool;
+    fn handle(&mut self, msg: IsMember, _: &mut Context<Self>) -> bool {
+        self.is_member(&msg.peer)
+    }
+}
+
+impl Handler<MemberKey> for SwarmActor {
+    type Result = Option<PeerKey>;
+    fn handle(&mut self, msg: MemberKey, _: &mut Context<Self>) -> Option<PeerKey> {
+        self.roster
+            .members()
+            .into_iter()
+            .find(|k| device_id(k) == msg.device && self.is_member(k))
     }
 }
 

@@ -396,7 +396,13 @@ pub fn bundle(repo_root: &Path, branch: &str, base: &str) -> Result<Vec<u8>, Wor
     let range = format!("^{base}");
     let r = git(
         repo_root,
-        &["bundle", "create", &file.display().to_string(), branch, &range],
+        &[
+            "bundle",
+            "create",
+            &file.display().to_string(),
+            branch,
+            &range,
+        ],
     );
     let bytes = r.and_then(|_| std::fs::read(&file).map_err(io(&file)));
     let _ = std::fs::remove_file(&file);
@@ -418,7 +424,13 @@ pub fn import_bundle(
         let r = git(repo_root, &["bundle", "verify", &f]).and_then(|_| {
             git(
                 repo_root,
-                &["fetch", "--no-tags", "--quiet", &f, &format!("{branch}:refs/agentos/handoff/{branch}")],
+                &[
+                    "fetch",
+                    "--no-tags",
+                    "--quiet",
+                    &f,
+                    &format!("{branch}:refs/agentos/handoff/{branch}"),
+                ],
             )
         });
         let _ = std::fs::remove_file(&file);

@@ -114,7 +114,12 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     pub relay: relay::client::Behaviour,
     pub dcutr: dcutr::Behaviour,
+    /// Raw streams (remote attach on [`ATTACH_PROTOCOL`]).
+    pub stream: libp2p_stream::Behaviour,
 }
+
+/// Remote attach: the client⇄daemon attach conversation over a stream.
+pub const ATTACH_PROTOCOL: StreamProtocol = StreamProtocol::new("/agentos/attach/1");
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -203,6 +208,7 @@ pub fn build_swarm(seed: [u8; 32], mdns: bool) -> Result<Swarm<Behaviour>, NetEr
                 ping: ping::Behaviour::new(ping::Config::new()),
                 relay,
                 dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+                stream: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(e)?

@@ -64,7 +64,11 @@ impl NodeActor {
     /// in progress onto the agent's branch, send the branch as a bundle
     /// with the conversation id, and stop the agent here only once the
     /// other device answers that it runs there.
-    pub(super) fn handoff(&mut self, name: String, to: String) -> ResponseActFuture<Self, Response> {
+    pub(super) fn handoff(
+        &mut self,
+        name: String,
+        to: String,
+    ) -> ResponseActFuture<Self, Response> {
         let ready =
             |r: Response| -> ResponseActFuture<Self, Response> { Box::pin(actix::fut::ready(r)) };
         let Some(swarm) = self.swarm.clone() else {
@@ -270,5 +274,78 @@ impl Handler<EnsureDoc> for NodeActor {
             let _ = self.store.set_workspace(&msg.workspace, "");
         }
         MessageResult(self.doc(&msg.workspace))
+    }
+}
+
+impl Handler<crate::registry::OpenRemoteAttach> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<libp2p::Stream, ErrorInfo>>;
+
+    /// Find the device an agent runs on (from the workspace documents) and
+    /// open the attach stream to it.
+    fn handle(
+        &mut self,
+        msg: crate::registry::OpenRemoteAttach,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let (Some(swarm), Some(control)) = (self.swarm.clone(), self.streams.clone()) else {
+            return Box::pin(actix::fut::ready(Err(err(
+                ErrorCode::AgentNotFound,
+                format!("no agent named '{}'", msg.name),
+            ))));
+        };
+        let docs: Vec<_> = self.docs.values().cloned().collect();
+        let me = self.device.clone();
+        let name = msg.name;
+        Box::pin(actix::fut::wrap_future(async move {
+            let mut host = None;
+            for d in docs {
+                if let Ok(records) = d.send(ListAgents).await
+                    && let Some(r) = records.into_iter().find(|r| {
+                        r.name == name
+                            && !r.is_removed()
+                            && !r.host_device.is_empty()
+                            && r.host_device != me
+                    })
+                {
+                    host = Some(r.host_device);
+                    break;
+                }
+            }
+            let host = host
+                .ok_or_else(|| err(ErrorCode::AgentNotFound, format!("no agent named '{name}'")))?;
+            let key = swarm
+                .send(crate::swarm::MemberKey {
+                    device: host.clone(),
+                })
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::UnknownDevice,
+                        format!("{name} runs on {host}, which is not a paired device"),
+                    )
+                })?;
+            let peer = agentos_p2p::net::peer_id(&key)
+                .ok_or_else(|| err(ErrorCode::Internal, "bad device key"))?;
+            let mut control = control;
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                control.open_stream(peer, agentos_p2p::net::ATTACH_PROTOCOL),
+            )
+            .await
+            .map_err(|_| {
+                err(
+                    ErrorCode::PeerUnreachable,
+                    format!("{name} runs on device {}, which did not answer", &host[..7]),
+                )
+            })?
+            .map_err(|e| {
+                err(
+                    ErrorCode::PeerUnreachable,
+                    format!("{name} runs on device {}: {e}", &host[..7.min(host.len())]),
+                )
+            })
+        }))
     }
 }
