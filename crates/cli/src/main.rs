@@ -6,6 +6,7 @@ mod attach;
 mod client;
 mod container_run;
 mod p2p_cmd;
+mod relay_cmd;
 mod security;
 
 use agentos_node::config;
@@ -185,6 +186,12 @@ enum Cmd {
         #[arg(long)]
         to: String,
     },
+    /// Run the home relay node in the foreground: relay v2 for devices
+    /// behind NAT, plus store-and-forward of sealed envelopes it cannot read.
+    Relay(relay_cmd::RelayArgs),
+    /// The relay as a server (`server start --port 8765` = `relay`).
+    #[command(subcommand)]
+    Server(relay_cmd::ServerCmd),
     /// Read and change configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -658,6 +665,8 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
         Cmd::Devices(a) => p2p_cmd::devices(ctx, a),
         Cmd::Sync(c) => p2p_cmd::sync(ctx, c),
         Cmd::Handoff { name, to } => p2p_cmd::handoff(ctx, name, to),
+        Cmd::Relay(a) => Ok(relay_cmd::relay(&ctx.home, a, ctx.json)),
+        Cmd::Server(c) => Ok(relay_cmd::server(&ctx.home, c, ctx.json)),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -57,6 +57,13 @@ fn hex(k: &PeerKey) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn unhex(h: &str) -> Option<PeerKey> {
+    let b = (0..32)
+        .map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    b.try_into().ok()
+}
+
 fn device_id(k: &PeerKey) -> String {
     DeviceId::from_public_key(k).to_string()
 }
@@ -195,7 +202,7 @@ pub struct SwarmActor {
     disabled: BTreeSet<String>,
     conns: BTreeMap<PeerKey, Conn>,
     /// Last known direct addresses of members (redialed when disconnected).
-    known_addrs: BTreeMap<PeerKey, Multiaddr>,
+    known_addrs: BTreeMap<PeerKey, Vec<Multiaddr>>,
     discovered: BTreeMap<PeerKey, Multiaddr>,
     last_seen: BTreeMap<PeerKey, u64>,
     last_sync: BTreeMap<PeerKey, u64>,
@@ -218,6 +225,7 @@ pub struct SwarmActor {
     joiner_names: HashMap<PeerKey, String>,
     accepted: u64,
     rejected: u64,
+    ticks: u64,
 }
 
 impl std::fmt::Debug for SwarmActor {
@@ -267,7 +275,7 @@ async fn request(
     net.send(NetCmd::Request {
         peer,
         addrs,
-        request: req,
+        request: Box::new(req),
         reply: tx,
     })
     .await
@@ -336,6 +344,7 @@ impl SwarmActor {
             joiner_names: HashMap::new(),
             accepted: 0,
             rejected: 0,
+            ticks: 0,
         };
         let addr = actor.start();
         let a2 = addr.clone();
@@ -399,11 +408,39 @@ impl SwarmActor {
                 d.do_send(PeerDown { peer: k });
             }
         }
+        // New members already connected (the pairing connection) start
+        // syncing now; every member's address is remembered.
+        let connected: Vec<PeerKey> = self
+            .conns
+            .keys()
+            .filter(|k| self.is_member(k))
+            .copied()
+            .collect();
+        for k in connected {
+            self.peer_up(k);
+        }
+        for m in self.roster.members() {
+            self.save_addrs(&m);
+        }
         info!(
             epoch = self.roster.epoch(),
             members = self.roster.members().len(),
             "roster updated"
         );
+    }
+
+    /// Remember where a member listens, across restarts (a fixed port, or
+    /// no mDNS).
+    fn save_addrs(&self, peer: &PeerKey) {
+        if !self.is_member(peer) {
+            return;
+        }
+        if let Some(addrs) = self.known_addrs.get(peer) {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            if let Ok(b) = serde_json::to_vec(&list) {
+                let _ = self.store.p2p_put(&format!("addr/{}", hex(peer)), &b);
+            }
+        }
     }
 
     fn push_roster(&self, ctx: &mut Context<Self>, to: PeerKey) {
@@ -890,14 +927,25 @@ impl SwarmActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        // Members we know an address of but are not connected to.
-        let members = self.members();
+        self.ticks += 1;
+        // Members we know an address of but are not connected to (every
+        // other tick: a dial takes a while to fail).
+        let members = if self.ticks.is_multiple_of(2) {
+            self.members()
+        } else {
+            BTreeSet::new()
+        };
         for m in &members {
             if *m == self.me.public_key() || self.conns.contains_key(m) {
                 continue;
             }
-            if let Some(a) = self.known_addrs.get(m).or_else(|| self.discovered.get(m)) {
-                self.cmd(NetCmd::Dial { addr: a.clone() });
+            let mut addrs: Vec<Multiaddr> = self.known_addrs.get(m).cloned().unwrap_or_default();
+            addrs.extend(self.discovered.get(m).cloned());
+            if !addrs.is_empty() {
+                debug!(peer = %DeviceId::from_public_key(m).short(), ?addrs, "redialing a member");
+                for a in addrs {
+                    self.cmd(NetCmd::Dial { addr: a });
+                }
             } else if let (Some(relay), Some(rp)) = (&self.relay_addr, self.relay_peer)
                 && self.conns.contains_key(&rp)
             {
@@ -942,9 +990,6 @@ impl SwarmActor {
                     },
                 );
                 if fresh && self.is_member(&peer) {
-                    if path == Path::Direct {
-                        self.known_addrs.insert(peer, addr);
-                    }
                     self.push_roster(ctx, peer);
                     self.peer_up(peer);
                 }
@@ -991,8 +1036,20 @@ impl SwarmActor {
                 self.reserved = true;
             }
             NetEvent::Identified {
-                peer, protocols, ..
+                peer,
+                protocols,
+                listen_addrs,
+                ..
             } => {
+                debug!(peer = %DeviceId::from_public_key(&peer).short(), ?listen_addrs, "identified");
+                let direct: Vec<Multiaddr> = listen_addrs
+                    .into_iter()
+                    .filter(|a| !a.iter().any(|p| matches!(p, Protocol::P2pCircuit)))
+                    .collect();
+                if !direct.is_empty() && self.known_addrs.get(&peer) != Some(&direct) {
+                    self.known_addrs.insert(peer, direct);
+                    self.save_addrs(&peer);
+                }
                 if protocols.iter().any(|p| p == HOP)
                     && let Some(conn) = self.conns.get(&peer)
                     && let Some(want) = &self.relay_addr
@@ -1170,17 +1227,20 @@ impl Actor for SwarmActor {
         self.cmd(NetCmd::SetMembers {
             members: self.members(),
         });
+        for (k, v) in self.store.p2p_scan("addr/") {
+            if let (Some(key), Ok(list)) = (unhex(&k), serde_json::from_slice::<Vec<String>>(&v)) {
+                let addrs = list.iter().filter_map(|a| a.parse().ok()).collect();
+                self.known_addrs.insert(key, addrs);
+            }
+        }
         // Relay cursors survive restarts.
         for (k, v) in self.store.p2p_scan("cursor/") {
             if let Ok(list) = serde_json::from_slice::<Vec<(String, u64)>>(&v) {
                 let cur = list
                     .into_iter()
                     .filter_map(|(h, next)| {
-                        let b = (0..32)
-                            .map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
-                            .collect::<Option<Vec<u8>>>()?;
                         Some(Cursor {
-                            author: b.try_into().ok()?,
+                            author: unhex(&h)?,
                             next,
                         })
                     })
@@ -1229,13 +1289,8 @@ impl Handler<SendToDevice> for SwarmActor {
             Ok(k) => k,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let mut addrs: Vec<Multiaddr> = self
-            .known_addrs
-            .get(&k)
-            .or_else(|| self.discovered.get(&k))
-            .cloned()
-            .into_iter()
-            .collect();
+        let mut addrs: Vec<Multiaddr> = self.known_addrs.get(&k).cloned().unwrap_or_default();
+        addrs.extend(self.discovered.get(&k).cloned());
         if let (Some(relay), Some(p)) = (self.relay_multiaddr(), peer_id(&k)) {
             addrs.push(relay.with(Protocol::P2pCircuit).with(Protocol::P2p(p)));
         }

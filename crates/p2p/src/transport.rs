@@ -56,7 +56,7 @@ pub enum NetCmd {
     Request {
         peer: PeerKey,
         addrs: Vec<Multiaddr>,
-        request: PeerRequest,
+        request: Box<PeerRequest>,
         reply: Reply,
     },
     Respond {
@@ -119,6 +119,8 @@ pub enum NetEvent {
         peer: PeerKey,
         agent: String,
         protocols: Vec<String>,
+        /// Where the peer listens (what to dial next time).
+        listen_addrs: Vec<Multiaddr>,
     },
 }
 
@@ -221,7 +223,7 @@ impl Driver {
                     .swarm
                     .behaviour_mut()
                     .peer
-                    .send_request_with_addresses(&p, request, addrs);
+                    .send_request_with_addresses(&p, *request, addrs);
                 self.outbound.insert(id, reply);
             }
             NetCmd::Respond { id, response } => {
@@ -309,6 +311,7 @@ impl Driver {
                         peer,
                         agent: info.agent_version,
                         protocols: info.protocols.iter().map(|p| p.to_string()).collect(),
+                        listen_addrs: info.listen_addrs,
                     })
                     .await;
                 }
