@@ -511,3 +511,104 @@ fn attach_from_another_device_over_libp2p() {
     // The agent kept running on B and saw the input.
     assert!(b.logs("e1").contains("answer: hello over libp2p"));
 }
+
+#[test]
+fn devices_never_online_together_converge_through_a_relay_that_cannot_read() {
+    use support::relay::{RelayProc, contains, files_under, memory_of};
+    let relay_home = tempfile::tempdir().unwrap();
+    let mut relay = RelayProc::start(
+        relay_home.path(),
+        &relay_home.path().join("data"),
+        "/ip4/127.0.0.1/tcp/0",
+    );
+    let raddr = relay.address().to_string();
+    let a = p2p_node("a", false);
+    let b = p2p_node("b", false);
+    pair(&a, &b);
+    let ra = a.work.join("repo");
+    shared_repo(&ra, "relay-ws");
+    a.ok_in(&ra, &["sync", "enable"]);
+    for n in [&a, &b] {
+        n.ok(&["sync", "connect", &raddr]);
+    }
+    wait_until("both reach the relay", T, || {
+        sync_status(&a)["relay_connected"] == true && sync_status(&b)["relay_connected"] == true
+    });
+    // B goes offline; A writes a secret into an agent's command.
+    b.ok(&["daemon", "stop"]);
+    let canary = format!("CANARY-{}-7f3a", std::process::id());
+    a.ok_in(
+        &ra,
+        &[
+            "create",
+            "secret",
+            "--isolation",
+            "none",
+            "--detach",
+            "--",
+            "echo",
+            &canary,
+        ],
+    );
+    wait_until("the relay has A's changes", T, || {
+        sync_status(&a)["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == "relay-ws" && w["pending"] == 0)
+    });
+    // A goes offline before B comes back: they are never online together.
+    a.ok(&["daemon", "stop"]);
+    b.ok(&["daemon", "start"]);
+    wait_until("B got A's agent from the relay", T, || {
+        has_agent(&b, "secret")
+    });
+    let cmd = b.agent("secret")["command"].to_string();
+    assert!(cmd.contains(&canary), "B reads it: {cmd}");
+    // B writes into the shared workspace from its own clone.
+    let rb = b.work.join("repo");
+    git2::Repository::clone(ra.to_str().unwrap(), &rb).unwrap();
+    b.ok_in(
+        &rb,
+        &[
+            "create",
+            "b-shared",
+            "--isolation",
+            "none",
+            "--detach",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("the relay has B's changes", T, || {
+        sync_status(&b)["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == "relay-ws" && w["pending"] == 0)
+    });
+    b.ok(&["daemon", "stop"]);
+    a.ok(&["daemon", "start"]);
+    wait_until("A got B's agent from the relay", T, || {
+        has_agent(&a, "b-shared")
+    });
+    // The relay stored and forwarded it all without being able to read it.
+    let mut stored = 0;
+    for f in files_under(&relay_home.path().join("data")) {
+        let bytes = std::fs::read(&f).unwrap();
+        stored += bytes.len();
+        assert!(
+            !contains(&bytes, canary.as_bytes()),
+            "canary in {}",
+            f.display()
+        );
+    }
+    assert!(stored > 0);
+    let mem = memory_of(relay.child.id());
+    assert!(mem.len() > 1 << 20, "read the relay's memory");
+    assert!(
+        !contains(&mem, canary.as_bytes()),
+        "the canary is in the relay's memory"
+    );
+}

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::relay::{RelayProc, contains, files_under, listening};
 use support::{BIN, T, try_wait, wait_until};
 
 const BASE: &str = "agentos-test-base:bookworm";
@@ -190,106 +191,6 @@ fn canary(tag: &str) -> String {
             .unwrap()
             .subsec_nanos()
     )
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// The first `relay listening on <addr>` in `text`.
-fn listening(text: &str) -> Option<Multiaddr> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("relay listening on "))
-        .map(|a| a.trim().parse().unwrap())
-}
-
-/// `agentos relay` as a child process, its stdout collected.
-struct RelayProc {
-    child: Child,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-}
-
-impl RelayProc {
-    fn start(home: &Path, data: &Path, listen: &str) -> RelayProc {
-        let mut child = Command::new(BIN)
-            .args(["relay", "--listen", listen, "--data"])
-            .arg(data)
-            .env("AGENTOS_HOME", home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let collect = |r: Box<dyn std::io::Read + Send>| {
-            let buf = Arc::new(Mutex::new(String::new()));
-            let b = buf.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(r).lines().map_while(Result::ok) {
-                    let mut b = b.lock().unwrap();
-                    b.push_str(&line);
-                    b.push('\n');
-                }
-            });
-            buf
-        };
-        let out = collect(Box::new(child.stdout.take().unwrap()));
-        let err = collect(Box::new(child.stderr.take().unwrap()));
-        RelayProc { child, out, err }
-    }
-
-    fn address(&mut self) -> Multiaddr {
-        let mut addr = None;
-        let ok = try_wait(T, || {
-            addr = listening(&self.out.lock().unwrap());
-            addr.is_some() || self.child.try_wait().unwrap().is_some()
-        });
-        addr.unwrap_or_else(|| {
-            panic!(
-                "no `relay listening on` line (waited: {ok}); stdout:\n{}\nstderr:\n{}",
-                self.out.lock().unwrap(),
-                self.err.lock().unwrap()
-            )
-        })
-    }
-
-    /// SIGTERM, then its exit status.
-    fn terminate(&mut self) -> i32 {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let mut status = None;
-        wait_until("the relay to exit after SIGTERM", T, || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        status.unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn peer_of(addr: &Multiaddr) -> PeerId {

@@ -955,6 +955,13 @@ impl SwarmActor {
                 self.cmd(NetCmd::DialVia { relay, peer: *m });
             }
         }
+        if !self.reserved
+            && self.ticks.is_multiple_of(10)
+            && self.relay_peer.is_some_and(|r| self.conns.contains_key(&r))
+            && let Some(a) = self.relay_multiaddr()
+        {
+            self.cmd(NetCmd::Reserve { relay: a });
+        }
         match (&self.relay_addr, self.relay_peer) {
             (Some(a), None) => self.cmd(NetCmd::Dial { addr: a.clone() }),
             (Some(a), Some(rp)) if !self.conns.contains_key(&rp) => {
@@ -993,7 +1000,27 @@ impl SwarmActor {
                     self.push_roster(ctx, peer);
                     self.peer_up(peer);
                 }
+                // The relay is the peer at the address we were given (its
+                // PeerId, when the address names one).
+                if let Some(want) = &self.relay_addr {
+                    let named = want.iter().find_map(|p| match p {
+                        Protocol::P2p(id) => Some(id),
+                        _ => None,
+                    });
+                    let is_relay = match named {
+                        Some(id) => peer_id(&peer) == Some(id),
+                        None => path == Path::Direct && without_p2p(&addr) == without_p2p(want),
+                    };
+                    if is_relay && self.relay_peer != Some(peer) {
+                        info!(relay = %DeviceId::from_public_key(&peer).short(), "relay connected");
+                        self.relay_peer = Some(peer);
+                        self.reserved = false;
+                    }
+                }
                 if Some(peer) == self.relay_peer {
+                    if let Some(a) = self.relay_multiaddr() {
+                        self.cmd(NetCmd::Reserve { relay: a });
+                    }
                     self.relay_round(ctx);
                 }
             }
@@ -1050,21 +1077,14 @@ impl SwarmActor {
                     self.known_addrs.insert(peer, direct);
                     self.save_addrs(&peer);
                 }
-                if protocols.iter().any(|p| p == HOP)
-                    && let Some(conn) = self.conns.get(&peer)
-                    && let Some(want) = &self.relay_addr
-                    && without_p2p(&conn.addr) == without_p2p(want)
+                // The relay speaks the hop protocol once it knows its own
+                // address: reserve a slot then (reachable through it).
+                if Some(peer) == self.relay_peer
+                    && protocols.iter().any(|p| p == HOP)
+                    && !self.reserved
+                    && let Some(a) = self.relay_multiaddr()
                 {
-                    if self.relay_peer != Some(peer) {
-                        info!(relay = %DeviceId::from_public_key(&peer).short(), "relay connected");
-                    }
-                    self.relay_peer = Some(peer);
-                    if !self.reserved
-                        && let Some(a) = self.relay_multiaddr()
-                    {
-                        self.cmd(NetCmd::Reserve { relay: a });
-                    }
-                    self.relay_round(ctx);
+                    self.cmd(NetCmd::Reserve { relay: a });
                 }
             }
         }

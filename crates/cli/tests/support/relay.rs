@@ -1,0 +1,135 @@
+//! `agentos relay` as a child process (its `relay listening on` line
+//! parsed), and the byte searches of the canary tests.
+
+use super::{BIN, T, try_wait, wait_until};
+use libp2p::Multiaddr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The first `relay listening on <addr>` in `text`.
+pub fn listening(text: &str) -> Option<Multiaddr> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("relay listening on "))
+        .map(|a| a.trim().parse().unwrap())
+}
+
+/// `agentos relay` as a child process, its stdout collected.
+pub struct RelayProc {
+    pub child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+}
+
+impl RelayProc {
+    pub fn start(home: &Path, data: &Path, listen: &str) -> RelayProc {
+        let mut child = Command::new(BIN)
+            .args(["relay", "--listen", listen, "--data"])
+            .arg(data)
+            .env("AGENTOS_HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |r: Box<dyn std::io::Read + Send>| {
+            let buf = Arc::new(Mutex::new(String::new()));
+            let b = buf.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    let mut b = b.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+            });
+            buf
+        };
+        let out = collect(Box::new(child.stdout.take().unwrap()));
+        let err = collect(Box::new(child.stderr.take().unwrap()));
+        RelayProc { child, out, err }
+    }
+
+    pub fn address(&mut self) -> Multiaddr {
+        let mut addr = None;
+        let ok = try_wait(T, || {
+            addr = listening(&self.out.lock().unwrap());
+            addr.is_some() || self.child.try_wait().unwrap().is_some()
+        });
+        addr.unwrap_or_else(|| {
+            panic!(
+                "no `relay listening on` line (waited: {ok}); stdout:\n{}\nstderr:\n{}",
+                self.out.lock().unwrap(),
+                self.err.lock().unwrap()
+            )
+        })
+    }
+
+    /// SIGTERM, then its exit status.
+    pub fn terminate(&mut self) -> i32 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let mut status = None;
+        wait_until("the relay to exit after SIGTERM", T, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every readable, writable mapping of a live process (its heap and
+/// stacks), for checks that a secret is not in its memory.
+pub fn memory_of(pid: u32) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (lo, hi) = range.split_once('-').unwrap();
+        let lo = u64::from_str_radix(lo, 16).unwrap();
+        let hi = u64::from_str_radix(hi, 16).unwrap();
+        let mut buf = vec![0u8; (hi - lo) as usize];
+        if mem.seek(SeekFrom::Start(lo)).is_ok() && mem.read_exact(&mut buf).is_ok() {
+            out.extend_from_slice(&buf);
+        }
+    }
+    out
+}
