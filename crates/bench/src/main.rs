@@ -19,6 +19,7 @@
 
 mod bench;
 mod p2p;
+mod relay;
 mod report;
 mod stats;
 mod systems;
@@ -270,6 +271,13 @@ fn main() {
     if want(Which::P2p) {
         rows.extend(p2p::p2p(if ctx.quick { 100 } else { 1000 }, 5000));
         rows.extend(p2p::loopback_latency(if ctx.quick { 50 } else { 300 }));
+        rows.extend(p2p::partition_heal(if ctx.quick { 5 } else { 20 }, 50));
+        rows.extend(relay::relay_memory(
+            &ctx.aos.bin,
+            &ctx.dir,
+            20,
+            if ctx.quick { 100 } else { 500 },
+        ));
     }
 
     info.load_after = report::loadavg();

@@ -1,7 +1,9 @@
-//! The P2P sync engine's costs, measured in process (no network yet):
-//! bytes on the wire per small change, sealing + opening + applying one
-//! change (p50/p95), and the first sync of a workspace of 5,000 agents
-//! between two engines (bytes, messages, time).
+//! The P2P sync engine's costs: in process, bytes on the wire per small
+//! change, sealing + opening + applying one change (p50/p95), and the
+//! first sync of a workspace of 5,000 agents between two engines (bytes,
+//! messages, time); over real libp2p swarms on loopback, the latency of
+//! one change and the time two devices that wrote apart (a partition)
+//! take to converge once they reconnect.
 
 use crate::report::Row;
 use crate::stats::{Unit, median, percentile, secs};
@@ -43,6 +45,39 @@ fn pair() -> (Engine, Engine, [u8; 32], [u8; 32]) {
     let ea = Engine::new(a, "ws", WorkspaceDoc::new(ActorId([1; 16])), ra, 0);
     let eb = Engine::new(b, "ws", WorkspaceDoc::new(ActorId([2; 16])), rb, 0);
     (ea, eb, ka, kb)
+}
+
+/// Connect `a` (key `ka`) and `b` (key `kb`) in process and run Automerge
+/// sync until neither has anything to send; returns (bytes, messages).
+/// Both engines stay "connected" to each other afterwards.
+fn sync_in_process(a: &mut Engine, b: &mut Engine, ka: [u8; 32], kb: [u8; 32]) -> (usize, usize) {
+    let (mut bytes, mut messages) = (0usize, 0usize);
+    let mut queue: Vec<(bool, Vec<u8>)> = Vec::new();
+    for o in a.connected(kb) {
+        if let Out::Sync { message, .. } = o {
+            queue.push((true, message));
+        }
+    }
+    for o in b.connected(ka) {
+        if let Out::Sync { message, .. } = o {
+            queue.push((false, message));
+        }
+    }
+    while let Some((from_a, msg)) = queue.pop() {
+        bytes += msg.len();
+        messages += 1;
+        let outs = if from_a {
+            b.receive_sync(ka, &msg)
+        } else {
+            a.receive_sync(kb, &msg)
+        };
+        for o in outs {
+            if let Out::Sync { message, .. } = o {
+                queue.push((!from_a, message));
+            }
+        }
+    }
+    (bytes, messages)
 }
 
 pub fn p2p(n_changes: usize, n_agents: usize) -> Vec<Row> {
@@ -95,32 +130,7 @@ pub fn p2p(n_changes: usize, n_agents: usize) -> Vec<Row> {
     })
     .expect("write");
     let t = Instant::now();
-    let (mut bytes, mut messages) = (0usize, 0usize);
-    let mut queue: Vec<(bool, Vec<u8>)> = Vec::new();
-    for o in a.connected(kb) {
-        if let Out::Sync { message, .. } = o {
-            queue.push((true, message));
-        }
-    }
-    for o in b.connected(ka) {
-        if let Out::Sync { message, .. } = o {
-            queue.push((false, message));
-        }
-    }
-    while let Some((from_a, msg)) = queue.pop() {
-        bytes += msg.len();
-        messages += 1;
-        let outs = if from_a {
-            b.receive_sync(ka, &msg)
-        } else {
-            a.receive_sync(kb, &msg)
-        };
-        for o in outs {
-            if let Out::Sync { message, .. } = o {
-                queue.push((!from_a, message));
-            }
-        }
-    }
+    let (bytes, messages) = sync_in_process(&mut a, &mut b, ka, kb);
     let first = secs(t.elapsed());
     let converged = a.doc.heads() == b.doc.heads();
     vec![
@@ -215,4 +225,102 @@ pub fn loopback_latency(n: usize) -> Vec<Row> {
             .note(format!("p95 {}", Unit::Seconds.fmt(p95))),
         ]
     })
+}
+
+/// One change a device makes while it is cut off: every fifth a new agent
+/// of its own, the others a state transition of the agent both devices
+/// share (concurrent edits of one object).
+fn apart_change(
+    d: &mut agentos_crdt::WorkspaceDoc,
+    side: &str,
+    i: usize,
+) -> Result<(), agentos_crdt::CrdtError> {
+    if i % 5 == 0 {
+        let mut r = record(i);
+        r.id = AgentId(format!("{side}-{i}"));
+        r.name = format!("{side}-task-{i}");
+        d.upsert_agent(&r)
+    } else {
+        d.record_transition(
+            &AgentId("agent-0".into()),
+            &StateTransition {
+                state: if i % 2 == 0 {
+                    agentos_crdt::AgentState::Running
+                } else {
+                    agentos_crdt::AgentState::Idle
+                },
+                source: format!("hook:{side}"),
+                at_ms: 1_700_000_000_000 + i as u64,
+            },
+        )
+    }
+}
+
+/// A partition heals: two devices share a workspace (synced), lose each
+/// other, write `changes` changes each, then one dials the other over
+/// libp2p on loopback. Timed from the dial until both documents have the
+/// same heads (connection set-up included), p50 and p95 over `reps`
+/// fresh pairs of nodes.
+pub fn partition_heal(reps: usize, changes: usize) -> Vec<Row> {
+    use agentos_p2p::net::{Node, run_all};
+    crate::bench::progress(&format!(
+        "p2p: {reps} partition heals, {changes} changes on each side, libp2p on loopback"
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let t = std::time::Duration::from_secs(30);
+    let mut heal = Vec::with_capacity(reps);
+    let mut agents = 0;
+    rt.block_on(async {
+        for rep in 0..reps {
+            let (mut ea, mut eb, ka, kb) = pair();
+            // The common past: one agent, synced while connected.
+            ea.write(|d| d.upsert_agent(&record(0))).expect("write");
+            sync_in_process(&mut ea, &mut eb, ka, kb);
+            assert_eq!(ea.doc.heads(), eb.doc.heads(), "the first sync failed");
+            // The partition: the link drops (sync state reset, as on a
+            // closed connection), and both sides keep writing.
+            ea.disconnected(kb);
+            eb.disconnected(ka);
+            for i in 1..=changes {
+                ea.write(|d| apart_change(d, "a", i)).expect("write");
+                eb.write(|d| apart_change(d, "b", i)).expect("write");
+            }
+            assert_ne!(ea.doc.heads(), eb.doc.heads());
+            let mut a = Node::new([1; 32], "ws", ea, false).expect("node a");
+            let mut b = Node::new([2; 32], "ws", eb, false).expect("node b");
+            a.listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+                .expect("listen");
+            assert!(a.run_until(t, |n| !n.listeners().is_empty()).await);
+            // The partition heals.
+            let start = Instant::now();
+            b.dial(a.listeners()[0].clone()).expect("dial");
+            let ok = run_all(&mut [&mut a, &mut b], t, |ns| {
+                ns[0].engine.doc.heads() == ns[1].engine.doc.heads()
+            })
+            .await;
+            assert!(ok, "heal {rep}: the peers never converged");
+            heal.push(secs(start.elapsed()));
+            agents = a.engine.doc.agents().len();
+        }
+    });
+    vec![
+        Row::new(
+            format!(
+                "Converge after a partition heals ({changes} changes each side, \
+                 libp2p loopback; p50 of {reps})"
+            ),
+            Unit::Seconds,
+        )
+        .agentos(median(&heal))
+        .note(format!(
+            "p95 {}, max {}; from the dial (TCP + noise + yamux set-up included) until both \
+             heads are equal; {changes} changes per side written apart after a common sync \
+             ({agents} agents after the merge); fresh nodes each time",
+            Unit::Seconds.fmt(percentile(&heal, 95.0)),
+            Unit::Seconds.fmt(percentile(&heal, 100.0)),
+        )),
+    ]
 }

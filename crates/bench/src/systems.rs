@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Environment variables that must not leak from the harness's own session.
-const ENV_REMOVE: &[&str] = &["AGENTOS_SOCKET", "AGENTOS_AGENT_ID", "TMUX", "TMUX_PANE"];
+pub const ENV_REMOVE: &[&str] = &["AGENTOS_SOCKET", "AGENTOS_AGENT_ID", "TMUX", "TMUX_PANE"];
 
 /// Poll `cond` until it holds; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -62,7 +62,7 @@ impl Mem {
     }
 }
 
-fn proc_kb(path: &str, key: &str) -> Option<u64> {
+pub fn proc_kb(path: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(key))?;
     line[key.len()..].split_whitespace().next()?.parse().ok()

@@ -143,11 +143,25 @@ pub fn pair(ctx: &Ctx, a: PairArgs) -> Res {
             (sas, device, name)
         }
         Some(invite) => {
-            let Response::PairSas { sas, device, name } = c.request(Request::PairJoin {
-                invite: invite.clone(),
-                timeout_ms: 30_000,
-            })?
-            else {
+            // A short code needs the inviter found on the LAN first: give
+            // discovery a little time.
+            let start = std::time::Instant::now();
+            let r = loop {
+                match c.request(Request::PairJoin {
+                    invite: invite.clone(),
+                    timeout_ms: 30_000,
+                }) {
+                    Err(e)
+                        if e.code == ErrorCode::PeerUnreachable
+                            && !invite.starts_with("agentos-pair:")
+                            && start.elapsed() < std::time::Duration::from_secs(20) =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                    other => break other?,
+                }
+            };
+            let Response::PairSas { sas, device, name } = r else {
                 return Err(unexpected());
             };
             (sas, device, name)

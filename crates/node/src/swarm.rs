@@ -943,15 +943,14 @@ impl SwarmActor {
             addrs.extend(self.discovered.get(m).cloned());
             if !addrs.is_empty() {
                 debug!(peer = %DeviceId::from_public_key(m).short(), ?addrs, "redialing a member");
-                for a in addrs {
-                    self.cmd(NetCmd::Dial { addr: a });
-                }
-            } else if let (Some(relay), Some(rp)) = (&self.relay_addr, self.relay_peer)
-                && self.conns.contains_key(&rp)
+            }
+            for a in addrs {
+                self.cmd(NetCmd::Dial { addr: a });
+            }
+            // Through the relay as well: whichever way works first is used.
+            if let Some(relay) = self.relay_multiaddr()
+                && self.relay_peer.is_some_and(|r| self.conns.contains_key(&r))
             {
-                let relay = without_p2p(relay).with(Protocol::P2p(
-                    peer_id(&rp).expect("a connected relay has a valid key"),
-                ));
                 self.cmd(NetCmd::DialVia { relay, peer: *m });
             }
         }

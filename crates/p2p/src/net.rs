@@ -191,7 +191,12 @@ pub fn build_swarm(seed: [u8; 32], mdns: bool) -> Result<Swarm<Behaviour>, NetEr
             );
             let mdns = if mdns {
                 Some(mdns::tokio::Behaviour::new(
-                    mdns::Config::default(),
+                    // Ask again every 20 s: a device that missed the first
+                    // answer (a partition, a late start) is found soon.
+                    mdns::Config {
+                        query_interval: Duration::from_secs(20),
+                        ..mdns::Config::default()
+                    },
                     key.public().to_peer_id(),
                 )?)
             } else {
@@ -205,7 +210,13 @@ pub fn build_swarm(seed: [u8; 32], mdns: bool) -> Result<Swarm<Behaviour>, NetEr
                     IDENTIFY.into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                // A dead link (a partition) is noticed in ~10 s, not at
+                // TCP's minutes-long timeout: a failed ping closes it.
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(Duration::from_secs(5))
+                        .with_timeout(Duration::from_secs(5)),
+                ),
                 relay,
                 dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
                 stream: libp2p_stream::Behaviour::new(),

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, relay};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, ping, relay};
 use std::collections::{BTreeSet, HashMap};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -315,6 +315,14 @@ impl Driver {
                     })
                     .await;
                 }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) => {
+                debug!(%peer, error = %e, "ping failed; closing the connection");
+                let _ = self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },

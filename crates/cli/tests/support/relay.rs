@@ -44,10 +44,16 @@ pub struct RelayProc {
 
 impl RelayProc {
     pub fn start(home: &Path, data: &Path, listen: &str) -> RelayProc {
-        let mut child = Command::new(BIN)
-            .args(["relay", "--listen", listen, "--data"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["relay", "--listen", listen, "--data"])
             .arg(data)
-            .env("AGENTOS_HOME", home)
+            .env("AGENTOS_HOME", home);
+        Self::spawn(cmd)
+    }
+
+    /// Run `cmd` (an `agentos relay …`, perhaps wrapped in `ip netns exec`).
+    pub fn spawn(mut cmd: Command) -> RelayProc {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -68,6 +74,11 @@ impl RelayProc {
         let out = collect(Box::new(child.stdout.take().unwrap()));
         let err = collect(Box::new(child.stderr.take().unwrap()));
         RelayProc { child, out, err }
+    }
+
+    /// Everything it printed so far.
+    pub fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
     }
 
     pub fn address(&mut self) -> Multiaddr {
