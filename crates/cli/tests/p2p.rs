@@ -612,3 +612,94 @@ fn devices_never_online_together_converge_through_a_relay_that_cannot_read() {
         "the canary is in the relay's memory"
     );
 }
+
+#[test]
+fn strangers_and_bad_messages_are_refused_and_counted_and_the_node_keeps_syncing() {
+    use agentos_proto::ErrorCode;
+    use agentos_proto::peer::{PeerRequest, PeerResponse};
+    use support::relay::PeerClient;
+    let a = p2p_node("a", false);
+    let b = p2p_node("b", false);
+    pair(&a, &b);
+    let ra = a.work.join("repo");
+    shared_repo(&ra, "bad-ws");
+    a.ok_in(&ra, &["sync", "enable"]);
+    // A's address, as a stranger would learn it.
+    let v: serde_json::Value =
+        serde_json::from_str(&a.ok(&["device", "show", "--json"]).stdout).unwrap();
+    let hexkey = v["public_key"].as_str().unwrap();
+    let key: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(&hexkey[i * 2..i * 2 + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    let pid = agentos_p2p::net::peer_id(&key).unwrap();
+    let listen = sync_status(&a)["listen"][0].as_str().unwrap().to_string();
+    let addr: libp2p::Multiaddr = format!("{listen}/p2p/{pid}").parse().unwrap();
+    let before = sync_status(&a)["rejected"].as_u64().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut stranger = PeerClient::connect([0x99; 32], &addr).await;
+        let denied = |r: PeerResponse| {
+            matches!(
+                r,
+                PeerResponse::Error {
+                    code: ErrorCode::PermissionDenied,
+                    ..
+                }
+            )
+        };
+        let r = stranger
+            .req(PeerRequest::Sync {
+                workspace: "bad-ws".into(),
+                message: vec![0xde, 0xad],
+            })
+            .await;
+        assert!(denied(r.clone()), "{r:?}");
+        let r = stranger
+            .req(PeerRequest::Roster {
+                group: [0; 32],
+                log: vec![1, 2, 3],
+            })
+            .await;
+        assert!(denied(r.clone()), "{r:?}");
+        let r = stranger
+            .req(PeerRequest::PairConfirm { accepted: true })
+            .await;
+        assert!(
+            matches!(
+                r,
+                PeerResponse::Error {
+                    code: ErrorCode::Pairing,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        // Garbage and a forged envelope on the workspace's gossip topic.
+        stranger
+            .publish("bad-ws", b"not an envelope".to_vec())
+            .await;
+    });
+    wait_until("the bad messages are counted", T, || {
+        sync_status(&a)["rejected"].as_u64().unwrap() >= before + 3
+    });
+    // The node still works and still syncs with its real peer.
+    a.ok_in(
+        &ra,
+        &[
+            "create",
+            "after-bad",
+            "--isolation",
+            "none",
+            "--detach",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    wait_until("B still gets A's changes", T, || has_agent(&b, "after-bad"));
+}

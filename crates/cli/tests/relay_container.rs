@@ -16,21 +16,16 @@ mod support;
 use agentos_node::container;
 use agentos_p2p::DeviceIdentity;
 use agentos_p2p::engine::KIND_CHANGE;
-use agentos_p2p::net::{Behaviour, BehaviourEvent, build_swarm};
 use agentos_p2p::roster::{Roster, encode_log};
 use agentos_p2p::seal::{Envelope, ReplayGuard, open};
 use agentos_proto::peer::{PeerRequest, PeerResponse};
-use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, request_response};
-use std::io::{BufRead, BufReader};
+use libp2p::{Multiaddr, PeerId};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
-use support::relay::{RelayProc, contains, files_under, listening};
-use support::{BIN, T, try_wait, wait_until};
+use support::relay::{PeerClient, RelayProc, contains, files_under, listening};
+use support::{BIN, try_wait};
 
 const BASE: &str = "agentos-test-base:bookworm";
 /// Building and starting an image takes longer than T.
@@ -56,61 +51,24 @@ fn roster() -> Roster {
 }
 
 /// A device speaking the peer protocol to the relay.
-struct Client {
-    swarm: Swarm<Behaviour>,
-    relay: PeerId,
+struct Client(PeerClient);
+
+impl std::ops::Deref for Client {
+    type Target = PeerClient;
+    fn deref(&self) -> &PeerClient {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut PeerClient {
+        &mut self.0
+    }
 }
 
 impl Client {
     async fn connect(n: u8, addr: &Multiaddr) -> Client {
-        let mut swarm = build_swarm([n; 32], false).unwrap();
-        let Some(Protocol::P2p(relay)) = addr.iter().last() else {
-            panic!("{addr} has no /p2p part");
-        };
-        swarm.dial(addr.clone()).unwrap();
-        tokio::time::timeout(T, async {
-            loop {
-                match swarm.select_next_some().await {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == relay => break,
-                    SwarmEvent::OutgoingConnectionError { error, .. } => {
-                        panic!("dialing the relay at {addr} failed: {error}")
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await
-        .expect("connecting to the relay");
-        Client { swarm, relay }
-    }
-
-    async fn req(&mut self, r: PeerRequest) -> PeerResponse {
-        let id = self.swarm.behaviour_mut().peer.send_request(&self.relay, r);
-        let swarm = &mut self.swarm;
-        tokio::time::timeout(T, async {
-            loop {
-                if let SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) =
-                    swarm.select_next_some().await
-                {
-                    match ev {
-                        request_response::Event::Message {
-                            message:
-                                request_response::Message::Response {
-                                    request_id,
-                                    response,
-                                },
-                            ..
-                        } if request_id == id => return response,
-                        request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        } if request_id == id => panic!("request failed: {error}"),
-                        _ => {}
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the relay did not answer in time")
+        Client(PeerClient::connect([n; 32], addr).await)
     }
 
     async fn fetch(&mut self, r: &Roster) -> Vec<Vec<u8>> {

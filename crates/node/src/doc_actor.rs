@@ -447,3 +447,15 @@ impl Handler<TakeSnapshot> for DocActor {
         s
     }
 }
+
+/// What this workspace's engine accepted, refused and saw twice.
+#[derive(Message)]
+#[rtype(result = "agentos_p2p::engine::Counters")]
+pub struct EngineCounters;
+
+impl Handler<EngineCounters> for DocActor {
+    type Result = MessageResult<EngineCounters>;
+    fn handle(&mut self, _: EngineCounters, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.engine.counters)
+    }
+}

@@ -223,7 +223,6 @@ pub struct SwarmActor {
     joining: Option<(Joiner, Joining)>,
     /// Names that joining devices gave, until they are in the roster.
     joiner_names: HashMap<PeerKey, String>,
-    accepted: u64,
     rejected: u64,
     ticks: u64,
 }
@@ -342,7 +341,6 @@ impl SwarmActor {
             paired_waiters: Vec::new(),
             joining: None,
             joiner_names: HashMap::new(),
-            accepted: 0,
             rejected: 0,
             ticks: 0,
         };
@@ -1047,7 +1045,6 @@ impl SwarmActor {
                     self.rejected += 1;
                     return;
                 }
-                self.accepted += 1;
                 if let Some(f) = from {
                     self.last_sync.insert(f, now_ms());
                 }
@@ -1128,7 +1125,7 @@ impl SwarmActor {
                 .filter(|d| !d.this_device)
                 .collect(),
             workspaces,
-            accepted: self.accepted,
+            accepted: 0,
             rejected: self.rejected,
             duplicates: 0,
             epoch: self.roster.epoch(),
@@ -1541,9 +1538,22 @@ impl Handler<SwarmRequest> for SwarmActor {
                     devices: self.devices(),
                 })
             }
-            SwarmRequest::Status { paths } => ready(Response::SyncStatus {
-                status: self.status(&paths),
-            }),
+            SwarmRequest::Status { paths } => {
+                let status = self.status(&paths);
+                let docs: Vec<Addr<DocActor>> = self.docs.values().cloned().collect();
+                // Each workspace's engine counts what it accepted and refused.
+                Box::pin(actix::fut::wrap_future(async move {
+                    let mut status = status;
+                    for d in docs {
+                        if let Ok(c) = d.send(crate::doc_actor::EngineCounters).await {
+                            status.accepted += c.accepted;
+                            status.rejected += c.rejected;
+                            status.duplicates += c.duplicates;
+                        }
+                    }
+                    Response::SyncStatus { status }
+                }))
+            }
             SwarmRequest::SetSync { workspace, enabled } => {
                 if enabled {
                     self.disabled.remove(&workspace);

@@ -1,8 +1,14 @@
 //! `agentos relay` as a child process (its `relay listening on` line
-//! parsed), and the byte searches of the canary tests.
+//! parsed), a raw libp2p peer-protocol client, and the byte searches of
+//! the canary tests.
 
 use super::{BIN, T, try_wait, wait_until};
-use libp2p::Multiaddr;
+use agentos_p2p::net::{Behaviour, BehaviourEvent, build_swarm};
+use agentos_proto::peer::{PeerRequest, PeerResponse};
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, request_response};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,8 +44,8 @@ pub fn listening(text: &str) -> Option<Multiaddr> {
 /// `agentos relay` as a child process, its stdout collected.
 pub struct RelayProc {
     pub child: Child,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
+    pub out: Arc<Mutex<String>>,
+    pub err: Arc<Mutex<String>>,
 }
 
 impl RelayProc {
@@ -143,4 +149,103 @@ pub fn memory_of(pid: u32) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A libp2p device (any seed: a member or a stranger) speaking the peer
+/// protocol to one node or relay.
+pub struct PeerClient {
+    pub swarm: Swarm<Behaviour>,
+    pub peer: PeerId,
+}
+
+impl PeerClient {
+    /// Dial `addr` (ending in `/p2p/<id>`) and wait for the connection.
+    pub async fn connect(seed: [u8; 32], addr: &Multiaddr) -> PeerClient {
+        let mut swarm = build_swarm(seed, false).unwrap();
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            panic!("{addr} has no /p2p part");
+        };
+        swarm.dial(addr.clone()).unwrap();
+        tokio::time::timeout(T, async {
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => break,
+                    SwarmEvent::OutgoingConnectionError { error, .. } => {
+                        panic!("dialing {addr} failed: {error}")
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("connecting");
+        PeerClient { swarm, peer }
+    }
+
+    pub async fn req(&mut self, r: PeerRequest) -> PeerResponse {
+        let id = self.swarm.behaviour_mut().peer.send_request(&self.peer, r);
+        let swarm = &mut self.swarm;
+        tokio::time::timeout(T, async {
+            loop {
+                if let SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) =
+                    swarm.select_next_some().await
+                {
+                    match ev {
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Response {
+                                    request_id,
+                                    response,
+                                },
+                            ..
+                        } if request_id == id => return response,
+                        request_response::Event::OutboundFailure {
+                            request_id, error, ..
+                        } if request_id == id => panic!("request failed: {error}"),
+                        _ => {}
+                    }
+                }
+            }
+        })
+        .await
+        .expect("no answer in time")
+    }
+
+    /// Publish `data` on a workspace's gossip topic once the peer is
+    /// subscribed to it (it learns our subscription first).
+    pub async fn publish(&mut self, workspace: &str, data: Vec<u8>) {
+        let topic = agentos_p2p::net::topic(workspace);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .unwrap();
+        let swarm = &mut self.swarm;
+        let peer = self.peer;
+        tokio::time::timeout(T, async {
+            loop {
+                let subscribed = swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .any(|(p, topics)| *p == peer && topics.contains(&&topic.hash()));
+                if subscribed {
+                    swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(topic.clone(), data.clone())
+                        .unwrap();
+                    // Let it go out.
+                    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+                    while let Ok(_) = tokio::time::timeout_at(until, swarm.select_next_some()).await
+                    {
+                    }
+                    return;
+                }
+                let _ = swarm.select_next_some().await;
+            }
+        })
+        .await
+        .expect("the peer never subscribed to the topic");
+    }
 }
