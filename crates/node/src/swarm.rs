@@ -225,6 +225,8 @@ pub struct SwarmActor {
     joiner_names: HashMap<PeerKey, String>,
     rejected: u64,
     ticks: u64,
+    /// The `_agentos._tcp` advertisement and browser (once listening).
+    lan: Option<agentos_p2p::lan::Lan>,
 }
 
 impl std::fmt::Debug for SwarmActor {
@@ -294,7 +296,8 @@ impl SwarmActor {
         let name = device_name(cfg);
         let roster = load_roster(&store, &me, &name);
         let swarm =
-            agentos_p2p::net::build_swarm(me.seed(), cfg.mdns).map_err(|e| e.to_string())?;
+            // LAN discovery is our own `_agentos._tcp` service (`lan.rs`).
+            agentos_p2p::net::build_swarm(me.seed(), false).map_err(|e| e.to_string())?;
         let control = swarm.behaviour().stream.new_control();
         let (cmd_tx, cmd_rx) = mpsc::channel(agentos_p2p::transport::CHANNEL);
         let (ev_tx, mut ev_rx) = mpsc::channel(agentos_p2p::transport::CHANNEL);
@@ -343,6 +346,7 @@ impl SwarmActor {
             joiner_names: HashMap::new(),
             rejected: 0,
             ticks: 0,
+            lan: None,
         };
         let addr = actor.start();
         let a2 = addr.clone();
@@ -979,6 +983,22 @@ impl SwarmActor {
     fn on_net(&mut self, ev: NetEvent, ctx: &mut Context<Self>) {
         match ev {
             NetEvent::Listening { addr } => {
+                let port = addr.iter().find_map(|p| match p {
+                    Protocol::Tcp(port) => Some(port),
+                    _ => None,
+                });
+                if self.mdns
+                    && self.lan.is_none()
+                    && let (Some(port), Some(me)) = (port, peer_id(&self.me.public_key()))
+                {
+                    let addr = ctx.address();
+                    match agentos_p2p::lan::Lan::start(me, port, move |f| {
+                        addr.do_send(LanFound { found: f })
+                    }) {
+                        Ok(l) => self.lan = Some(l),
+                        Err(e) => warn!(error = %e, "LAN discovery unavailable"),
+                    }
+                }
                 if !self.listen.contains(&addr) {
                     self.listen.push(addr);
                 }
@@ -1280,6 +1300,30 @@ impl Handler<Listen> for SwarmActor {
         self.cmd(NetCmd::Listen { addr: msg.addr });
         if let Some(a) = self.relay_addr.clone() {
             self.cmd(NetCmd::Dial { addr: a });
+        }
+    }
+}
+
+/// A device advertised `_agentos._tcp` on the LAN.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LanFound {
+    found: agentos_p2p::lan::Found,
+}
+
+impl Handler<LanFound> for SwarmActor {
+    type Result = ();
+    fn handle(&mut self, msg: LanFound, _: &mut Context<Self>) {
+        let agentos_p2p::lan::Found { peer, addrs } = msg.found;
+        let Some(first) = addrs.first().cloned() else {
+            return;
+        };
+        // Kept for pairing by short code; only members are dialed.
+        self.discovered.insert(peer, first);
+        if self.is_member(&peer) && !self.conns.contains_key(&peer) {
+            for a in addrs {
+                self.cmd(NetCmd::Dial { addr: a });
+            }
         }
     }
 }

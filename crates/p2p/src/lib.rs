@@ -20,6 +20,7 @@
 
 pub mod engine;
 pub mod identity;
+pub mod lan;
 pub mod net;
 pub mod pairing;
 pub mod relay;
