@@ -154,7 +154,7 @@ pub fn pair(ctx: &Ctx, a: PairArgs) -> Res {
                     Err(e)
                         if e.code == ErrorCode::PeerUnreachable
                             && !invite.starts_with("agentos-pair:")
-                            && start.elapsed() < std::time::Duration::from_secs(20) =>
+                            && start.elapsed() < std::time::Duration::from_secs(30) =>
                     {
                         std::thread::sleep(std::time::Duration::from_millis(500));
                     }
@@ -286,6 +286,10 @@ pub fn sync(ctx: &Ctx, cmd: SyncCmd) -> Res {
                 "received: {} accepted, {} rejected",
                 status.accepted, status.rejected
             );
+            if !status.lan.is_empty() {
+                let seen: Vec<String> = status.lan.iter().map(|d| short(d)).collect();
+                println!("on the LAN: {}", seen.join(" "));
+            }
             println!();
             if status.peers.is_empty() {
                 println!("no paired devices: pair one with `agentos pair`");

@@ -90,7 +90,10 @@ fn protocol_version_mismatch_is_a_clear_error() {
     let o = n.run(&["list"]);
     assert_eq!(o.code, 16, "{o:?}");
     assert!(
-        o.stderr.contains("E006") && o.stderr.contains("v99") && o.stderr.contains("v2"),
+        o.stderr.contains("E006")
+            && o.stderr.contains("v99")
+            && o.stderr
+                .contains(&format!("v{}", agentos_proto::PROTOCOL_VERSION)),
         "{o:?}"
     );
     assert!(o.stderr.contains("agentos daemon stop"), "hint: {o:?}");
@@ -112,10 +115,12 @@ fn malformed_frames_get_an_error_and_the_daemon_keeps_running() {
     let sock = n.home.join("agentos.sock");
     // 1. a correct hello, then garbage in a frame
     let mut s = UnixStream::connect(&sock).unwrap();
-    s.write_all(b"AGOS\0\0\0\x02").unwrap();
+    let ours =
+        agentos_proto::hello_bytes(agentos_proto::CLIENT_MAGIC, agentos_proto::PROTOCOL_VERSION);
+    s.write_all(&ours).unwrap();
     let mut hello = [0u8; 8];
     s.read_exact(&mut hello).unwrap();
-    assert_eq!(&hello, b"AGOS\0\0\0\x02");
+    assert_eq!(hello, ours);
     s.write_all(&[0, 0, 0, 5, 0xff, 0xfe, 0xfd, 0xfc, 0xfb])
         .unwrap();
     let mut reply = Vec::new();
@@ -127,7 +132,11 @@ fn malformed_frames_get_an_error_and_the_daemon_keeps_running() {
     );
     // 2. an absurd length prefix
     let mut s = UnixStream::connect(&sock).unwrap();
-    s.write_all(b"AGOS\0\0\0\x02").unwrap();
+    s.write_all(&agentos_proto::hello_bytes(
+        agentos_proto::CLIENT_MAGIC,
+        agentos_proto::PROTOCOL_VERSION,
+    ))
+    .unwrap();
     s.read_exact(&mut hello).unwrap();
     s.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
     let mut reply = Vec::new();
@@ -463,7 +472,11 @@ fn a_client_that_stops_reading_never_stalls_the_agent() {
     n.ok(&["create", "flood", "--detach", "--", "bash", "--norc", "-i"]);
     // A raw client attaches and then never reads.
     let mut s = UnixStream::connect(n.home.join("agentos.sock")).unwrap();
-    s.write_all(b"AGOS\0\0\0\x02").unwrap();
+    s.write_all(&agentos_proto::hello_bytes(
+        agentos_proto::CLIENT_MAGIC,
+        agentos_proto::PROTOCOL_VERSION,
+    ))
+    .unwrap();
     let mut hello = [0u8; 8];
     s.read_exact(&mut hello).unwrap();
     let frame = agentos_proto::encode_frame(&agentos_proto::ClientFrame::Request(

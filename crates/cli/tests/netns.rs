@@ -231,6 +231,13 @@ fn lan_discovery_relay_only_path_and_partition_heal() {
     let (ia, ib) = (a.id(), b.id());
 
     // Pair by short code: B finds A on the LAN by mDNS.
+    wait_until("B sees A on the LAN", T, || {
+        b.status()["lan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == &ia)
+    });
     let mut inviter = a
         .node
         .command(&["pair", "--yes"])

@@ -1149,6 +1149,7 @@ impl SwarmActor {
             rejected: self.rejected,
             duplicates: 0,
             epoch: self.roster.epoch(),
+            lan: self.discovered.keys().map(device_id).collect(),
         }
     }
 

@@ -312,6 +312,8 @@ pub struct SyncStatusView {
     pub rejected: u64,
     pub duplicates: u64,
     pub epoch: u64,
+    /// Devices seen on the LAN (`_agentos._tcp`), paired or not: long ids.
+    pub lan: Vec<String>,
 }
 
 /// Daemon → client replies to a [`Request`].
