@@ -358,8 +358,34 @@ fn client_env() -> Vec<EnvVar> {
         .collect()
 }
 
+/// Commands that only print: a closed pipe (`agentos list | head -1`) ends
+/// them quietly, like any Unix tool. Long-lived roles (daemon, holder,
+/// launcher, relay, attach, hooks) keep SIGPIPE ignored and handle EPIPE.
+fn quiet_on_closed_pipe(cmd: &Cmd) {
+    let long_lived = matches!(
+        cmd,
+        Cmd::Daemon(_)
+            | Cmd::Shim { .. }
+            | Cmd::SandboxExec { .. }
+            | Cmd::ContainerRun { .. }
+            | Cmd::Hook { .. }
+            | Cmd::Attach { .. }
+            | Cmd::Create { .. }
+            | Cmd::Relay(_)
+            | Cmd::Server(_)
+    );
+    if !long_lived {
+        // SAFETY: setting a signal disposition to its default has no
+        // preconditions; nothing else in this process handles SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    quiet_on_closed_pipe(&cli.cmd);
     let ctx = Ctx {
         home: Home::from_env(),
         json: cli.json,

@@ -182,3 +182,44 @@ fn a_tampered_or_foreign_roster_entry_is_refused() {
         Err(RosterError::OutOfOrder { .. })
     ));
 }
+
+#[test]
+fn a_roster_extends_from_a_longer_log_but_never_merges_a_fork() {
+    let (a, b, c) = (dev(1), dev(2), dev(3));
+    let mut on_a = Roster::create(&a, "a");
+    on_a.add(&a, b.public_key(), "b").unwrap();
+    let mut on_b = Roster::replay(on_a.entries(), Some(&b)).unwrap();
+    // A adds C; B learns it from A's log (and ignores a prefix of its own).
+    on_a.add(&a, c.public_key(), "c").unwrap();
+    assert_eq!(on_b.extend_from(&on_a.entries()[..2], Some(&b)), Ok(false));
+    assert_eq!(on_b.extend_from(on_a.entries(), Some(&b)), Ok(true));
+    assert_eq!(on_b.head(), on_a.head());
+    assert!(on_b.members().contains(&c.public_key()));
+    // A removes C (rotation); B follows and holds the new key, C's own copy cannot.
+    on_a.remove(&a, c.public_key()).unwrap();
+    let on_c_before = Roster::replay(&on_a.entries()[..3], Some(&c)).unwrap();
+    on_b.extend_from(on_a.entries(), Some(&b)).unwrap();
+    assert_eq!(on_b.epoch(), 1);
+    assert!(on_b.current_key().is_some());
+    let mut on_c = on_c_before.clone();
+    on_c.extend_from(on_a.entries(), Some(&c)).unwrap();
+    assert!(
+        on_c.current_key().is_none(),
+        "the removed device has no new key"
+    );
+    // Two devices that each appended something have forked: refused, unchanged.
+    let mut fork_a = on_a.clone();
+    let mut fork_b = on_b.clone();
+    fork_a.add(&a, dev(4).public_key(), "d").unwrap();
+    fork_b.add(&b, dev(5).public_key(), "e").unwrap();
+    let head = fork_b.head();
+    assert!(fork_b.extend_from(fork_a.entries(), Some(&b)).is_err());
+    assert_eq!(fork_b.head(), head);
+    // A log that is not even this group's genesis is refused.
+    let stranger = Roster::create(&dev(9), "x");
+    assert!(
+        on_b.clone()
+            .extend_from(stranger.entries(), Some(&b))
+            .is_err()
+    );
+}
