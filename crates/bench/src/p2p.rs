@@ -177,8 +177,8 @@ pub fn loopback_latency(n: usize) -> Vec<Row> {
         .expect("a tokio runtime");
     rt.block_on(async {
         let (ea, eb, _, _) = pair();
-        let mut a = Node::new([1; 32], "ws", ea, false).expect("node a");
-        let mut b = Node::new([2; 32], "ws", eb, false).expect("node b");
+        let mut a = Node::new([1; 32], "ws", ea).expect("node a");
+        let mut b = Node::new([2; 32], "ws", eb).expect("node b");
         a.listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
             .expect("listen");
         let t = std::time::Duration::from_secs(20);
@@ -281,8 +281,8 @@ async fn heal_once(changes: usize, polled: bool) -> (f64, f64, usize) {
         eb.write(|d| apart_change(d, "b", i)).expect("write");
     }
     assert_ne!(ea.doc.heads(), eb.doc.heads());
-    let mut a = Node::new([1; 32], "ws", ea, false).expect("node a");
-    let mut b = Node::new([2; 32], "ws", eb, false).expect("node b");
+    let mut a = Node::new([1; 32], "ws", ea).expect("node a");
+    let mut b = Node::new([2; 32], "ws", eb).expect("node b");
     a.listen("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
         .expect("listen");
     assert!(a.run_until(t, |n| !n.listeners().is_empty()).await);

@@ -167,7 +167,7 @@ struct Client {
 
 impl Client {
     async fn connect(n: u8, addr: &Multiaddr) -> Client {
-        let mut swarm = build_swarm([n; 32], false).expect("a device swarm");
+        let mut swarm = build_swarm([n; 32]).expect("a device swarm");
         let Some(Protocol::P2p(relay)) = addr.iter().last() else {
             panic!("{addr} has no /p2p part");
         };

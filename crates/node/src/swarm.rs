@@ -297,7 +297,7 @@ impl SwarmActor {
         let roster = load_roster(&store, &me, &name);
         let swarm =
             // LAN discovery is our own `_agentos._tcp` service (`lan.rs`).
-            agentos_p2p::net::build_swarm(me.seed(), false).map_err(|e| e.to_string())?;
+            agentos_p2p::net::build_swarm(me.seed()).map_err(|e| e.to_string())?;
         let control = swarm.behaviour().stream.new_control();
         let (cmd_tx, cmd_rx) = mpsc::channel(agentos_p2p::transport::CHANNEL);
         let (ev_tx, mut ev_rx) = mpsc::channel(agentos_p2p::transport::CHANNEL);
@@ -390,9 +390,6 @@ impl SwarmActor {
             .store
             .p2p_put("roster", &encode_log(self.roster.entries()));
         let _ = self.store.flush();
-        self.cmd(NetCmd::SetMembers {
-            members: self.members(),
-        });
         for d in self.docs.values() {
             d.do_send(SetRoster {
                 roster: self.roster.clone(),
@@ -1048,14 +1045,6 @@ impl SwarmActor {
                     d.do_send(PeerDown { peer });
                 }
             }
-            NetEvent::Discovered { peer, addr } => {
-                if self.is_member(&peer) {
-                    self.discovered.insert(peer, addr);
-                } else {
-                    // Kept for pairing by short code; never trusted.
-                    self.discovered.entry(peer).or_insert(addr);
-                }
-            }
             NetEvent::Gossip {
                 workspace,
                 from,
@@ -1261,9 +1250,6 @@ impl Actor for SwarmActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        self.cmd(NetCmd::SetMembers {
-            members: self.members(),
-        });
         for (k, v) in self.store.p2p_scan("addr/") {
             if let (Some(key), Ok(list)) = (unhex(&k), serde_json::from_slice::<Vec<String>>(&v)) {
                 let addrs = list.iter().filter_map(|a| a.parse().ok()).collect();

@@ -2,18 +2,16 @@
 //! device key (so a PeerId is a device id), over TCP + noise + yamux, with
 //! gossipsub (one topic per workspace, carrying sealed envelopes), a
 //! request-response protocol for point-to-point Automerge sync messages,
-//! mDNS discovery (which never grants trust: the engine only talks to
-//! roster members), identify and ping. [`Node::run_until`] drives it.
+//! identify and ping (LAN discovery is `lan.rs`). [`Node::run_until`] drives it.
 
 use crate::engine::{Engine, Out, PeerKey};
 use agentos_proto::peer::{self, PeerRequest, PeerResponse};
 use futures::StreamExt;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, dcutr, gossipsub, identify, identity, mdns, noise,
-    ping, relay, request_response, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, dcutr, gossipsub, identify, identity, noise, ping,
+    relay, request_response, tcp, yamux,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -109,7 +107,6 @@ impl request_response::Codec for PeerCodec {
 pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub peer: request_response::Behaviour<PeerCodec>,
-    pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub relay: relay::client::Behaviour,
@@ -153,7 +150,7 @@ pub fn topic(workspace: &str) -> gossipsub::IdentTopic {
 pub const IDENTIFY: &str = "/agentos/1";
 
 /// Build a device swarm from the device `seed`.
-pub fn build_swarm(seed: [u8; 32], mdns: bool) -> Result<Swarm<Behaviour>, NetError> {
+pub fn build_swarm(seed: [u8; 32]) -> Result<Swarm<Behaviour>, NetError> {
     let mut secret = seed;
     let keypair = identity::Keypair::ed25519_from_bytes(&mut secret).map_err(e)?;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -189,23 +186,9 @@ pub fn build_swarm(seed: [u8; 32], mdns: bool) -> Result<Swarm<Behaviour>, NetEr
                 [(PEER_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             );
-            let mdns = if mdns {
-                Some(mdns::tokio::Behaviour::new(
-                    // Ask again every 20 s: a device that missed the first
-                    // answer (a partition, a late start) is found soon.
-                    mdns::Config {
-                        query_interval: Duration::from_secs(20),
-                        ..mdns::Config::default()
-                    },
-                    key.public().to_peer_id(),
-                )?)
-            } else {
-                None
-            };
             Ok(Behaviour {
                 gossipsub,
                 peer,
-                mdns: Toggle::from(mdns),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY.into(),
                     key.public(),
@@ -248,13 +231,8 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Build the swarm from the device `seed` (the same key as the engine's).
-    pub fn new(
-        seed: [u8; 32],
-        workspace: &str,
-        engine: Engine,
-        mdns: bool,
-    ) -> Result<Node, NetError> {
-        let swarm = build_swarm(seed, mdns)?;
+    pub fn new(seed: [u8; 32], workspace: &str, engine: Engine) -> Result<Node, NetError> {
+        let swarm = build_swarm(seed)?;
         let topic = topic(workspace);
         let mut node = Node {
             swarm,
@@ -394,13 +372,6 @@ impl Node {
                     self.engine.disconnected(key);
                     let outs = self.engine.connected(key);
                     self.dispatch(outs);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
-                for (peer, addr) in list {
-                    if self.members.contains_key(&peer) && !self.swarm.is_connected(&peer) {
-                        let _ = self.swarm.dial(addr);
-                    }
                 }
             }
             _ => {}

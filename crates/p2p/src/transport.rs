@@ -12,8 +12,8 @@ use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, ping, relay};
-use std::collections::{BTreeSet, HashMap};
+use libp2p::{Multiaddr, Swarm, gossipsub, identify, ping, relay};
+use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -63,10 +63,6 @@ pub enum NetCmd {
         id: u64,
         response: PeerResponse,
     },
-    /// Roster members: the only peers mDNS discovery dials.
-    SetMembers {
-        members: BTreeSet<PeerKey>,
-    },
     Disconnect {
         peer: PeerKey,
     },
@@ -92,11 +88,6 @@ pub enum NetEvent {
     },
     Disconnected {
         peer: PeerKey,
-    },
-    /// mDNS found a device (member or not).
-    Discovered {
-        peer: PeerKey,
-        addr: Multiaddr,
     },
     /// A gossip message on a workspace topic; `from` is its signed source.
     Gossip {
@@ -127,7 +118,6 @@ pub enum NetEvent {
 struct Driver {
     swarm: Swarm<Behaviour>,
     events: mpsc::Sender<NetEvent>,
-    members: BTreeSet<PeerId>,
     inbound: HashMap<u64, ResponseChannel<PeerResponse>>,
     outbound: HashMap<OutboundRequestId, Reply>,
     next_id: u64,
@@ -143,7 +133,6 @@ pub async fn drive(
     let mut d = Driver {
         swarm,
         events,
-        members: BTreeSet::new(),
         inbound: HashMap::new(),
         outbound: HashMap::new(),
         next_id: 0,
@@ -231,9 +220,6 @@ impl Driver {
                     let _ = self.swarm.behaviour_mut().peer.send_response(ch, response);
                 }
             }
-            NetCmd::SetMembers { members } => {
-                self.members = members.iter().filter_map(peer_id).collect();
-            }
             NetCmd::Disconnect { peer } => {
                 if let Some(p) = peer_id(&peer) {
                     let _ = self.swarm.disconnect_peer_id(p);
@@ -290,17 +276,6 @@ impl Driver {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) => self.peer_event(ev).await,
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
-                for (p, addr) in list {
-                    // Discovery never grants trust: only members are dialed.
-                    if self.members.contains(&p) && !self.swarm.is_connected(&p) {
-                        let _ = self.swarm.dial(addr.clone());
-                    }
-                    if let Some(peer) = peer_key(&p) {
-                        self.emit(NetEvent::Discovered { peer, addr }).await;
-                    }
-                }
-            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,

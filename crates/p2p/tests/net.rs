@@ -60,7 +60,7 @@ fn nodes(members: u8, strangers: &[u8]) -> Vec<Node> {
                 Roster::create(&me, "stranger")
             };
             let engine = Engine::new(me, "ws", WorkspaceDoc::new(ActorId([d; 16])), r, 0);
-            let mut n = Node::new(seed(d), "ws", engine, false).unwrap();
+            let mut n = Node::new(seed(d), "ws", engine).unwrap();
             n.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
             n
         })

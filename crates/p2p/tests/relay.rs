@@ -39,7 +39,7 @@ struct Client {
 
 impl Client {
     async fn connect(n: u8, addr: &Multiaddr) -> Client {
-        let mut swarm = build_swarm(seed(n), false).unwrap();
+        let mut swarm = build_swarm(seed(n)).unwrap();
         let Some(Protocol::P2p(relay)) = addr.iter().last() else {
             panic!("{addr} has no /p2p part");
         };

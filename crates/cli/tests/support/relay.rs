@@ -161,7 +161,7 @@ pub struct PeerClient {
 impl PeerClient {
     /// Dial `addr` (ending in `/p2p/<id>`) and wait for the connection.
     pub async fn connect(seed: [u8; 32], addr: &Multiaddr) -> PeerClient {
-        let mut swarm = build_swarm(seed, false).unwrap();
+        let mut swarm = build_swarm(seed).unwrap();
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
             panic!("{addr} has no /p2p part");
         };
@@ -237,9 +237,10 @@ impl PeerClient {
                         .unwrap();
                     // Let it go out.
                     let until = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
-                    while let Ok(_) = tokio::time::timeout_at(until, swarm.select_next_some()).await
-                    {
-                    }
+                    while tokio::time::timeout_at(until, swarm.select_next_some())
+                        .await
+                        .is_ok()
+                    {}
                     return;
                 }
                 let _ = swarm.select_next_some().await;
