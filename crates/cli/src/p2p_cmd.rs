@@ -332,6 +332,15 @@ pub fn sync(ctx: &Ctx, cmd: SyncCmd) -> Res {
                 enabled: true,
             })?;
             ctx.say(format!("sync on for {w}"));
+            let ws = agentos_node::workspace::resolve(std::path::Path::new(&w));
+            if ws.id.starts_with("ws-") {
+                // A path-derived id differs on every device.
+                ctx.say(format!(
+                    "note: this workspace's id ({}) comes from its path, so a clone on another device is a different workspace; to share it, add\n  [workspace]\n  id = \"my-project\"\nto {} and commit it",
+                    ws.id,
+                    ws.root.join(".agentos/config.toml").display()
+                ));
+            }
             Ok(0)
         }
         SyncCmd::Disable { workspace } => {
