@@ -11,14 +11,14 @@ use crate::stats::{Unit, fmt_bytes};
 use crate::systems::{ENV_REMOVE, TIMEOUT, alive, proc_kb, signal, wait_until};
 use agentos_p2p::DeviceIdentity;
 use agentos_p2p::engine::KIND_CHANGE;
-use agentos_p2p::net::{Behaviour, BehaviourEvent, build_swarm};
+use agentos_p2p::net::{Behaviour, build_swarm, request_on};
 use agentos_p2p::roster::{Roster, encode_log};
 use agentos_p2p::seal::Envelope;
 use agentos_proto::peer::{Cursor, PeerRequest, PeerResponse};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, request_response};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -189,32 +189,10 @@ impl Client {
     }
 
     async fn req(&mut self, r: PeerRequest) -> PeerResponse {
-        let id = self.swarm.behaviour_mut().peer.send_request(&self.relay, r);
-        let (n, swarm) = (self.n, &mut self.swarm);
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                if let SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) =
-                    swarm.select_next_some().await
-                {
-                    match ev {
-                        request_response::Event::Message {
-                            message:
-                                request_response::Message::Response {
-                                    request_id,
-                                    response,
-                                },
-                            ..
-                        } if request_id == id => return response,
-                        request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        } if request_id == id => panic!("device {n}: request failed: {error}"),
-                        _ => {}
-                    }
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("device {n}: the relay did not answer in time"))
+        tokio::time::timeout(TIMEOUT, request_on(&mut self.swarm, &self.relay, r))
+            .await
+            .unwrap_or_else(|_| panic!("device {}: the relay did not answer in time", self.n))
+            .unwrap_or_else(|e| panic!("device {}: request failed: {e}", self.n))
     }
 
     /// Push the roster, then put `per_device` envelopes in batches.

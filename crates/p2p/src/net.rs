@@ -398,6 +398,35 @@ impl Node {
     }
 }
 
+/// Send one peer request on a swarm the caller drives itself (tests,
+/// tools) and wait for its answer; other events are dropped. Bound it with
+/// a timeout.
+pub async fn request_on(
+    swarm: &mut Swarm<Behaviour>,
+    peer: &PeerId,
+    req: PeerRequest,
+) -> Result<PeerResponse, String> {
+    let id = swarm.behaviour_mut().peer.send_request(peer, req);
+    loop {
+        if let SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) = swarm.select_next_some().await {
+            match ev {
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } if request_id == id => return Ok(response),
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                } if request_id == id => return Err(error.to_string()),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Drive several nodes together until `cond` holds (tests, tools).
 pub async fn run_all(
     nodes: &mut [&mut Node],

@@ -7,7 +7,7 @@
 
 use agentos_p2p::DeviceIdentity;
 use agentos_p2p::engine::{KIND_CHANGE, KIND_SNAPSHOT};
-use agentos_p2p::net::{Behaviour, BehaviourEvent, build_swarm};
+use agentos_p2p::net::{Behaviour, BehaviourEvent, build_swarm, request_on};
 use agentos_p2p::relay::{self, RelayHandle, RelayOptions};
 use agentos_p2p::roster::{Roster, decode_log, encode_log};
 use agentos_p2p::seal::{Envelope, ReplayGuard, open, open_snapshot};
@@ -16,7 +16,7 @@ use agentos_proto::peer::{Cursor, GroupId, PeerRequest, PeerResponse};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, request_response};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,32 +61,10 @@ impl Client {
     }
 
     async fn req(&mut self, r: PeerRequest) -> PeerResponse {
-        let id = self.swarm.behaviour_mut().peer.send_request(&self.relay, r);
-        let swarm = &mut self.swarm;
-        tokio::time::timeout(T, async {
-            loop {
-                if let SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) =
-                    swarm.select_next_some().await
-                {
-                    match ev {
-                        request_response::Event::Message {
-                            message:
-                                request_response::Message::Response {
-                                    request_id,
-                                    response,
-                                },
-                            ..
-                        } if request_id == id => return response,
-                        request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        } if request_id == id => panic!("request failed: {error}"),
-                        _ => {}
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the relay did not answer in time")
+        tokio::time::timeout(T, request_on(&mut self.swarm, &self.relay, r))
+            .await
+            .expect("the relay did not answer in time")
+            .unwrap_or_else(|e| panic!("request failed: {e}"))
     }
 
     async fn push_roster(&mut self, r: &Roster) -> PeerResponse {

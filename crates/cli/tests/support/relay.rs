@@ -3,12 +3,12 @@
 //! the canary tests.
 
 use super::{BIN, T, try_wait, wait_until};
-use agentos_p2p::net::{Behaviour, BehaviourEvent, build_swarm};
+use agentos_p2p::net::{Behaviour, build_swarm, request_on};
 use agentos_proto::peer::{PeerRequest, PeerResponse};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, request_response};
+use libp2p::{Multiaddr, PeerId, Swarm};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -183,32 +183,10 @@ impl PeerClient {
     }
 
     pub async fn req(&mut self, r: PeerRequest) -> PeerResponse {
-        let id = self.swarm.behaviour_mut().peer.send_request(&self.peer, r);
-        let swarm = &mut self.swarm;
-        tokio::time::timeout(T, async {
-            loop {
-                if let SwarmEvent::Behaviour(BehaviourEvent::Peer(ev)) =
-                    swarm.select_next_some().await
-                {
-                    match ev {
-                        request_response::Event::Message {
-                            message:
-                                request_response::Message::Response {
-                                    request_id,
-                                    response,
-                                },
-                            ..
-                        } if request_id == id => return response,
-                        request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        } if request_id == id => panic!("request failed: {error}"),
-                        _ => {}
-                    }
-                }
-            }
-        })
-        .await
-        .expect("no answer in time")
+        tokio::time::timeout(T, request_on(&mut self.swarm, &self.peer, r))
+            .await
+            .expect("no answer in time")
+            .unwrap_or_else(|e| panic!("request failed: {e}"))
     }
 
     /// Publish `data` on a workspace's gossip topic once the peer is
