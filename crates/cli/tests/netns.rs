@@ -132,17 +132,7 @@ struct Dev {
 
 impl Dev {
     fn new(lan: &Lan, h: &str) -> Dev {
-        let node = Node::new();
-        std::fs::create_dir_all(&node.home).unwrap();
-        std::fs::write(node.argv_log(), "").unwrap();
-        std::fs::write(
-            node.home.join("config.toml"),
-            format!(
-                "[sync]\nmdns = true\nlisten = \"/ip4/0.0.0.0/tcp/0\"\ndevice_name = \"dev-{h}\"\n\n[security]\nallow_paths = [\"{}:rw\"]\n",
-                node.argv_log().display()
-            ),
-        )
-        .unwrap();
+        let node = support::p2p_node(&format!("dev-{h}"), true, "/ip4/0.0.0.0/tcp/0");
         let d = Dev {
             node,
             ns: lan.ns(h),

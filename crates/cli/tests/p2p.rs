@@ -14,21 +14,9 @@ use support::{Node, git_commit_all, git_repo, try_wait, wait_until};
 
 const T: Duration = Duration::from_secs(40);
 
-/// A node whose P2P listens on loopback; `mdns` for LAN discovery.
+/// A device whose P2P listens on loopback; `mdns` for LAN discovery.
 fn p2p_node(name: &str, mdns: bool) -> Node {
-    let n = Node::new();
-    std::fs::create_dir_all(&n.home).unwrap();
-    // The fake agents log their argv; sandboxed agents may write that file.
-    std::fs::write(n.argv_log(), "").unwrap();
-    std::fs::write(
-        n.home.join("config.toml"),
-        format!(
-            "[sync]\nmdns = {mdns}\nlisten = \"/ip4/127.0.0.1/tcp/0\"\ndevice_name = \"{name}\"\n\n[security]\nallow_paths = [\"{}:rw\"]\n",
-            n.argv_log().display()
-        ),
-    )
-    .unwrap();
-    n
+    support::p2p_node(name, mdns, "/ip4/127.0.0.1/tcp/0")
 }
 
 fn device_id(n: &Node) -> String {

@@ -253,6 +253,23 @@ impl Node {
     }
 }
 
+/// A node configured as a P2P device: its name, LAN discovery, the
+/// address it listens on; its sandboxed fake agents may write their argv log.
+pub fn p2p_node(name: &str, mdns: bool, listen: &str) -> Node {
+    let n = Node::new();
+    std::fs::create_dir_all(&n.home).unwrap();
+    std::fs::write(n.argv_log(), "").unwrap();
+    std::fs::write(
+        n.home.join("config.toml"),
+        format!(
+            "[sync]\nmdns = {mdns}\nlisten = \"{listen}\"\ndevice_name = \"{name}\"\n\n[security]\nallow_paths = [\"{}:rw\"]\n",
+            n.argv_log().display()
+        ),
+    )
+    .unwrap();
+    n
+}
+
 /// A git repository with one commit (a.txt, src/lib.rs) under `dir`.
 pub fn git_repo(dir: &Path) -> git2::Repository {
     let repo = git2::Repository::init(dir).unwrap();
