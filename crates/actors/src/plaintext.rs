@@ -80,6 +80,18 @@ impl PlainText {
     }
 }
 
+/// The plain text of one raw output line (the bytes between two `\n`),
+/// parsed on its own and trimmed at the end like every [`PlainText`] line.
+/// Parsing each line from a fresh state keeps line numbers exact even when
+/// an unterminated escape string would swallow a newline.
+pub fn line_text(raw: &[u8]) -> String {
+    let mut p = PlainText::default();
+    p.feed(raw);
+    let mut lines = p.take_lines();
+    lines.push(p.partial());
+    lines.join(" ").trim_end().to_string()
+}
+
 /// Convert a whole buffer; returns the last `max` lines (the unfinished line
 /// counts when it is not empty).
 pub fn last_lines(data: &[u8], max: usize) -> Vec<String> {
@@ -116,5 +128,13 @@ mod tests {
             p.feed(b);
         }
         assert_eq!(p.take_lines(), last_lines(raw, 100));
+    }
+
+    #[test]
+    fn one_line_on_its_own() {
+        assert_eq!(line_text(b"\x1b[1mbold\x1b[0m  \r"), "bold");
+        assert_eq!(line_text(b"50%\rdone"), "done");
+        assert_eq!(line_text(b"  indented"), "  indented");
+        assert_eq!(line_text(b""), "");
     }
 }

@@ -2,6 +2,10 @@
 //! output, the absolute output sequence number, the absolute line count, and
 //! the terminal signals (BEL, OSC 9, OSC 777) that feed state detection.
 //!
+//! [`TermModel::top_line`] tells which absolute output line the screen's top
+//! row shows, so a late-join paint (`wire.rs`) can put the lines before it
+//! in the viewer's scrollback.
+//!
 //! No IO here. Invariant: after `feed`ing bytes `[0, seq)`, `snapshot()`
 //! rendered into a fresh terminal of the same size, followed by bytes
 //! `[seq, …)`, renders the same screen as replaying everything (see the
@@ -240,6 +244,19 @@ impl TermModel {
         self.lines
     }
 
+    /// The absolute, 1-based number of the output line shown on the screen's
+    /// top row: the cursor's line (`lines() + 1`) minus the line breaks
+    /// between the top row and the cursor row (rows that do not soft-wrap
+    /// into the next). Exact for line-oriented output; an estimate when a
+    /// program moves the cursor around. If the top row continues a line
+    /// wrapped from above, that line's number.
+    pub fn top_line(&self) -> u64 {
+        let screen = self.parser.screen();
+        let (crow, _) = screen.cursor_position();
+        let breaks = (0..crow).filter(|r| !screen.row_wrapped(*r)).count() as u64;
+        (self.lines + 1).saturating_sub(breaks).max(1)
+    }
+
     pub fn set_lines(&mut self, lines: u64) {
         self.lines = lines;
     }
@@ -382,6 +399,24 @@ mod tests {
         assert_eq!(t.lines(), 50);
         assert!(t.screen_text().contains("line 49"));
         assert_eq!(t.bottom_text(1), "line 49");
+    }
+
+    #[test]
+    fn top_line_follows_scrolling_and_wrapping() {
+        let mut t = TermModel::new(10, 4, 0);
+        assert_eq!(t.top_line(), 1);
+        t.feed(b"a\r\nb\r\n");
+        assert_eq!(t.top_line(), 1);
+        for i in 0..10 {
+            t.feed(format!("l{i}\r\n").as_bytes());
+        }
+        // 12 lines fed; the cursor is on line 13, on the bottom row.
+        assert_eq!(t.top_line(), 10);
+        // A 25-character line wraps over three rows.
+        t.feed(b"0123456789012345678901234");
+        let rows: Vec<String> = t.parser.screen().rows(0, 10).collect();
+        assert_eq!(rows, ["l9", "0123456789", "0123456789", "01234"]);
+        assert_eq!(t.top_line(), 12);
     }
 
     fn chunk() -> impl Strategy<Value = Vec<u8>> {

@@ -8,6 +8,7 @@ mod container_run;
 mod p2p_cmd;
 mod relay_cmd;
 mod security;
+mod share_cmd;
 
 use agentos_node::config;
 use agentos_node::definitions::{Catalog, builtin_presets, find_preset, which};
@@ -186,6 +187,36 @@ enum Cmd {
         #[arg(long)]
         to: String,
     },
+    /// Share an agent (or `session:<name>`) live: prints an `agentos://`
+    /// link and a web URL. `share list`, `share revoke <id>`.
+    Share(share_cmd::ShareArgs),
+    /// Open this node's web client: prints a fresh owner link.
+    Web {
+        /// How long the link works.
+        #[arg(long, default_value = "12h")]
+        expires: String,
+    },
+    /// Comments anchored to output lines: add, list, resolve.
+    #[command(subcommand)]
+    Comment(share_cmd::CommentCmd),
+    /// Join a shared session from a link, in this terminal, with the
+    /// link's rights. The detach key (or `agentos leave`) leaves.
+    Join {
+        link: String,
+        /// Your name as others see it (default: $USER).
+        #[arg(long)]
+        name: Option<String>,
+        /// Which agent of a shared session to show.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Detach key, tmux notation (default from config `general.detach_key`).
+        #[arg(long)]
+        detach_key: Option<String>,
+    },
+    /// Leave the sessions joined with `agentos join`.
+    Leave,
+    /// Stop an agent (SIGTERM, then SIGKILL after 3 s); `restart` starts it again.
+    Stop { name: String },
     /// Run the home relay node in the foreground: relay v2 for devices
     /// behind NAT, plus store-and-forward of sealed envelopes it cannot read.
     Relay(relay_cmd::RelayArgs),
@@ -370,6 +401,7 @@ fn quiet_on_closed_pipe(cmd: &Cmd) {
             | Cmd::ContainerRun { .. }
             | Cmd::Hook { .. }
             | Cmd::Attach { .. }
+            | Cmd::Join { .. }
             | Cmd::Create { .. }
             | Cmd::Relay(_)
             | Cmd::Server(_)
@@ -511,7 +543,15 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
         }
         Cmd::Send { name, text, enter } => {
             let mut c = ctx.client()?;
-            c.request(Request::Send { name, text, enter })?;
+            let from_agent = std::env::var("AGENTOS_AGENT_ID")
+                .ok()
+                .filter(|s| !s.is_empty());
+            c.request(Request::Send {
+                name,
+                text,
+                enter,
+                from_agent,
+            })?;
             Ok(0)
         }
         Cmd::Logs {
@@ -691,6 +731,25 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
         Cmd::Devices(a) => p2p_cmd::devices(ctx, a),
         Cmd::Sync(c) => p2p_cmd::sync(ctx, c),
         Cmd::Handoff { name, to } => p2p_cmd::handoff(ctx, name, to),
+        Cmd::Share(a) => share_cmd::share(ctx, a),
+        Cmd::Web { expires } => share_cmd::web(ctx, expires),
+        Cmd::Comment(c) => share_cmd::comment(ctx, c),
+        Cmd::Join {
+            link,
+            name,
+            agent,
+            detach_key,
+        } => {
+            let key = detach_key_bytes(ctx, detach_key)?;
+            share_cmd::join(ctx, link, name, agent, key)
+        }
+        Cmd::Leave => share_cmd::leave(ctx),
+        Cmd::Stop { name } => {
+            ctx.client()?
+                .request(Request::Stop { name: name.clone() })?;
+            ctx.say(format!("stopped {name}"));
+            Ok(0)
+        }
         Cmd::Relay(a) => Ok(relay_cmd::relay(&ctx.home, a, ctx.json)),
         Cmd::Server(c) => Ok(relay_cmd::server(&ctx.home, c, ctx.json)),
         Cmd::Completions { shell } => {
@@ -1037,6 +1096,9 @@ fn daemon_cmd(ctx: &Ctx, d: DaemonCmd) -> Res {
                 );
                 println!("uptime: {}", uptime(Some(status.started_at_ms)));
                 println!("memory: {:.1} MB RSS", status.rss_bytes as f64 / 1e6);
+                if let Some(w) = &status.web {
+                    println!("web: {w} (`agentos web` prints an owner link)");
+                }
                 println!("agents: {}", status.agents);
                 println!("home: {}", status.home);
                 println!("socket: {}", status.socket);

@@ -20,4 +20,18 @@ pub enum CrdtError {
     /// A sync message from a peer could not be decoded.
     #[error("invalid sync message: {0}")]
     InvalidSyncMessage(String),
+    /// The operation refers to a comment id that is not in the document.
+    #[error(
+        "unknown comment {0}: no comment with this id in the workspace document \
+         (a comment written on another device appears here only once it has synced)"
+    )]
+    CommentNotFound(String),
+    /// [`crate::WorkspaceDoc::add_comment`] with an id that is already taken
+    /// by a comment with different content.
+    #[error("comment {0} already exists with different content; use a new id")]
+    CommentExists(String),
+    /// An argument breaks a documented limit (empty id, oversized text,
+    /// empty or oversized emoji, ...). Nothing was written.
+    #[error("invalid input: {0}")]
+    Invalid(String),
 }

@@ -1,5 +1,7 @@
-//! Plain data records (agents, sessions, states) read from and written to the document.
+//! Plain data records (agents, sessions, states, comments) read from and
+//! written to the document.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -241,4 +243,64 @@ pub struct SavedAgent {
     pub resume_id: Option<String>,
     /// Extra environment; read back sorted by key (stored as a map).
     pub env: Vec<(String, String)>,
+}
+
+/// Reactions on a comment: emoji -> (person id -> display name).
+pub type Reactions = BTreeMap<String, BTreeMap<String, String>>;
+
+/// A comment on one line of an agent's output, or a reply to another comment.
+///
+/// Stored under the root `comments` map, keyed by [`Comment::id`]. Comments
+/// are never removed from the document: deleting one leaves a tombstone
+/// ([`Comment::deleted_at_ms`] set, [`Comment::text`] empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    /// Unique id chosen by the caller (`"c-"` + random base32 by convention);
+    /// the key of the `comments` map.
+    pub id: String,
+    /// The agent the comment is about (id or name, whatever the node uses as
+    /// key; opaque here).
+    pub agent: String,
+    /// Absolute output line the comment is attached to, 1-based.
+    pub line: u64,
+    /// Hash of the line's content (hex; opaque here), to re-anchor the comment.
+    pub line_hash: String,
+    /// The commented line's text, at most [`crate::MAX_LINE_TEXT_CHARS`]
+    /// characters (opaque here).
+    pub line_text: String,
+    /// The comment itself, at most [`crate::MAX_COMMENT_TEXT_BYTES`] bytes.
+    /// Empty once the comment is deleted.
+    pub text: String,
+    /// Id of the person who wrote it.
+    pub author_id: String,
+    /// Display name of the person who wrote it.
+    pub author: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The comment this one replies to.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Whether the thread is resolved.
+    #[serde(default)]
+    pub resolved: bool,
+    /// Person id that resolved it (`None` when not resolved).
+    #[serde(default)]
+    pub resolved_by: Option<String>,
+    /// When it was resolved (`None` when not resolved).
+    #[serde(default)]
+    pub resolved_at_ms: Option<u64>,
+    /// Tombstone: when the comment was deleted.
+    #[serde(default)]
+    pub deleted_at_ms: Option<u64>,
+    /// Reactions: emoji -> (person id -> display name). Emoji without any
+    /// person are never returned.
+    #[serde(default)]
+    pub reactions: Reactions,
+}
+
+impl Comment {
+    /// Whether the comment has been deleted (tombstoned).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at_ms.is_some()
+    }
 }

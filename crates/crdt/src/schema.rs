@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ReadDoc, ScalarValue, Value};
 
-use crate::model::{AgentState, SavedAgent, StateTransition};
+use crate::model::{AgentState, Reactions, SavedAgent, StateTransition};
 
 pub(crate) const VERSION: &str = "version";
 pub(crate) const AGENTS: &str = "agents";
 pub(crate) const SESSIONS: &str = "sessions";
+pub(crate) const COMMENTS: &str = "comments";
 
 pub(crate) const NAME: &str = "name";
 pub(crate) const AGENT_TYPE: &str = "agent_type";
@@ -32,6 +33,20 @@ pub(crate) const MESSAGE: &str = "message";
 pub(crate) const SOURCE: &str = "source";
 pub(crate) const AT_MS: &str = "at_ms";
 
+pub(crate) const AGENT: &str = "agent";
+pub(crate) const LINE: &str = "line";
+pub(crate) const LINE_HASH: &str = "line_hash";
+pub(crate) const LINE_TEXT: &str = "line_text";
+pub(crate) const TEXT: &str = "text";
+pub(crate) const AUTHOR_ID: &str = "author_id";
+pub(crate) const AUTHOR: &str = "author";
+pub(crate) const PARENT: &str = "parent";
+pub(crate) const RESOLVED: &str = "resolved";
+pub(crate) const RESOLVED_BY: &str = "resolved_by";
+pub(crate) const RESOLVED_AT_MS: &str = "resolved_at_ms";
+pub(crate) const DELETED_AT_MS: &str = "deleted_at_ms";
+pub(crate) const REACTIONS: &str = "reactions";
+
 // ---------------------------------------------------------------- reads
 
 /// The winning value at `key` if it is an object of type `ty`.
@@ -53,6 +68,26 @@ pub(crate) fn get_all_objs(doc: &AutoCommit, obj: &ObjId, key: &str, ty: ObjType
             _ => None,
         })
         .collect()
+}
+
+/// Like [`get_all_objs`], but with the winning object (the one
+/// [`get_obj`] returns) last, so that readers folding over the list let the
+/// winner take precedence. Empty when the winner is not an object of type `ty`.
+pub(crate) fn get_all_objs_winner_last(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    ty: ObjType,
+) -> Vec<ObjId> {
+    let Some(winner) = get_obj(doc, obj, key, ty) else {
+        return Vec::new();
+    };
+    let mut all: Vec<ObjId> = get_all_objs(doc, obj, key, ty)
+        .into_iter()
+        .filter(|o| *o != winner)
+        .collect();
+    all.push(winner);
+    all
 }
 
 fn get_scalar(
@@ -95,6 +130,25 @@ pub(crate) fn get_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<String
 
 pub(crate) fn get_u64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<u64> {
     get_scalar(doc, obj, key).as_ref().and_then(scalar_u64)
+}
+
+pub(crate) fn get_bool(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<bool> {
+    match get_scalar(doc, obj, key)? {
+        ScalarValue::Boolean(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// Every (possibly conflicting) unsigned value at `key`.
+pub(crate) fn get_all_u64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Vec<u64> {
+    doc.get_all(obj, key)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(v, _)| match v {
+            Value::Scalar(s) => scalar_u64(&s),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn get_i64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<i64> {
@@ -199,6 +253,41 @@ pub(crate) fn read_saved_agents(
             })
             .collect(),
     )
+}
+
+/// Every person map of `emoji` under the `reactions` maps of `comment_maps`
+/// (all conflicting copies of one comment, winner last). Concurrent first
+/// reactions with the same emoji create conflicting person maps; readers
+/// union them and writers touch all of them.
+pub(crate) fn emoji_maps(doc: &AutoCommit, comment_maps: &[ObjId], emoji: &str) -> Vec<ObjId> {
+    comment_maps
+        .iter()
+        .flat_map(|c| get_all_objs_winner_last(doc, c, REACTIONS, ObjType::Map))
+        .flat_map(|r| get_all_objs_winner_last(doc, &r, emoji, ObjType::Map))
+        .collect()
+}
+
+/// The union of the reactions of all conflicting copies of one comment
+/// (winner last, so winning maps decide a person's display name). Emoji
+/// without any person are left out.
+pub(crate) fn read_reactions(doc: &AutoCommit, comment_maps: &[ObjId]) -> Reactions {
+    let mut out = Reactions::new();
+    for c in comment_maps {
+        for r in get_all_objs_winner_last(doc, c, REACTIONS, ObjType::Map) {
+            let emojis: Vec<String> = doc.keys(&r).collect();
+            for emoji in emojis {
+                for m in get_all_objs_winner_last(doc, &r, &emoji, ObjType::Map) {
+                    let people: Vec<String> = doc.keys(&m).collect();
+                    for person in people {
+                        if let Some(name) = get_str(doc, &m, &person) {
+                            out.entry(emoji.clone()).or_default().insert(person, name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------- writes

@@ -16,6 +16,38 @@ pub struct Config {
     pub isolation: IsolationConfig,
     pub security: Security,
     pub sync: SyncConfig,
+    pub web: WebConfig,
+}
+
+/// `[web]`: the node's HTTP/WebSocket server (web client, REST API,
+/// `/health`, `/metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address to bind (`AGENTOS_WEB_LISTEN` overrides). Loopback is plain
+    /// HTTP; any other address turns on TLS.
+    pub listen: String,
+    /// Turn the server off.
+    pub enabled: bool,
+    /// The address put into share links when it differs from `listen`
+    /// (a LAN name, a reverse proxy): `https://host:port`.
+    pub public_url: Option<String>,
+    /// PEM certificate and key to use instead of the self-signed pair the
+    /// node generates under `$AGENTOS_HOME/web/`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:7890".into(),
+            enabled: true,
+            public_url: None,
+            cert: None,
+            key: None,
+        }
+    }
 }
 
 /// `[sync]`: this device on the network.

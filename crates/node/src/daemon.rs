@@ -139,7 +139,22 @@ pub fn run(home: Home, exe: PathBuf, foreground: bool) -> Result<(), DaemonError
     let sys = actix_rt::System::new();
     let home2 = home.clone();
     sys.block_on(async move {
-        let node = NodeActor::new(home2, exe, store, cfg, notices, identity).start();
+        let web_cfg = cfg.web.clone();
+        let web_store = store.clone();
+        let node = NodeActor::new(home2.clone(), exe, store, cfg, notices, identity).start();
+        if web_cfg.enabled {
+            match crate::web::plan(&home2, &web_cfg)
+                .and_then(|plan| crate::web::start(node.clone(), web_store, plan))
+            {
+                Ok(shared) => node.do_send(crate::registry::SetWeb { shared }),
+                Err(e) => {
+                    error!(error = %e.message, "web server unavailable");
+                    node.do_send(crate::registry::Notice {
+                        text: format!("{} {}; hint: {}", e.code.code(), e.message, e.hint()),
+                    });
+                }
+            }
+        }
         match tokio::net::UnixListener::from_std(std_listener) {
             Ok(listener) => {
                 actix::spawn(crate::ipc::serve(listener, node, crate::ipc::Scope::Full));

@@ -10,7 +10,7 @@ use crate::store::Store;
 use crate::swarm::FromDoc;
 use actix::prelude::*;
 use agentos_crdt::{
-    ActorId, AgentId, AgentRecord, CrdtError, SessionRecord, StateTransition, WorkspaceDoc,
+    ActorId, AgentId, AgentRecord, Comment, CrdtError, SessionRecord, StateTransition, WorkspaceDoc,
 };
 use agentos_p2p::DeviceIdentity;
 use agentos_p2p::engine::{Engine, Out, PeerKey};
@@ -49,6 +49,26 @@ pub enum DocOp {
     UpsertSession {
         session: SessionRecord,
     },
+    AddComment {
+        comment: Box<Comment>,
+    },
+    ResolveComment {
+        id: String,
+        resolved: bool,
+        by: String,
+        at_ms: u64,
+    },
+    DeleteComment {
+        id: String,
+        at_ms: u64,
+    },
+    React {
+        id: String,
+        emoji: String,
+        person: String,
+        name: String,
+        on: bool,
+    },
 }
 
 pub struct DocActor {
@@ -72,6 +92,21 @@ fn apply_op(doc: &mut WorkspaceDoc, op: DocOp) -> Result<(), CrdtError> {
         DocOp::Pid { agent, pid } => doc.set_pid(&agent, pid),
         DocOp::Removed { agent, at_ms } => doc.mark_removed(&agent, at_ms),
         DocOp::UpsertSession { session } => doc.upsert_session(&session),
+        DocOp::AddComment { comment } => doc.add_comment(&comment),
+        DocOp::ResolveComment {
+            id,
+            resolved,
+            by,
+            at_ms,
+        } => doc.resolve_comment(&id, resolved, &by, at_ms),
+        DocOp::DeleteComment { id, at_ms } => doc.delete_comment(&id, at_ms),
+        DocOp::React {
+            id,
+            emoji,
+            person,
+            name,
+            on,
+        } => doc.react(&id, &emoji, &person, &name, on),
     }
 }
 
@@ -246,6 +281,18 @@ impl Handler<ListSessions> for DocActor {
     type Result = MessageResult<ListSessions>;
     fn handle(&mut self, _: ListSessions, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.engine.doc.sessions())
+    }
+}
+
+/// Every comment of the workspace, tombstones included.
+#[derive(Message)]
+#[rtype(result = "Vec<Comment>")]
+pub struct ListComments;
+
+impl Handler<ListComments> for DocActor {
+    type Result = MessageResult<ListComments>;
+    fn handle(&mut self, _: ListComments, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.engine.doc.comments())
     }
 }
 

@@ -1,5 +1,6 @@
 //! The AgentOS node (daemon): composition root, local IPC server, storage,
-//! configuration, agent definitions and per-session hook injection.
+//! configuration, agent definitions, per-session hook injection, and the
+//! HTTP/WebSocket server for the web client and collaborators.
 
 pub mod audit_log;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod registry;
 pub mod sandboxing;
 pub mod store;
 pub mod swarm;
+pub mod web;
 pub mod workspace;
 pub mod worktree;
 

@@ -27,6 +27,7 @@ mod container_ops;
 mod git_ops;
 mod p2p_ops;
 mod sandbox_ops;
+pub mod web_ops;
 
 /// Seconds a polite stop (SIGTERM) gets before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -66,6 +67,8 @@ pub struct NodeActor {
     swarm: Option<Addr<crate::swarm::SwarmActor>>,
     /// Opens remote-attach streams to other devices.
     streams: Option<libp2p_stream::Control>,
+    /// The web server's shared state (absent when it is off or failed).
+    web: Option<std::sync::Arc<crate::web::WebShared>>,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -159,6 +162,7 @@ impl NodeActor {
             identity,
             swarm: None,
             streams: None,
+            web: None,
         }
     }
 
@@ -781,6 +785,34 @@ pub struct OpenRemoteAttach {
     pub name: String,
 }
 
+/// The web server is up: share links and comments can be served.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetWeb {
+    pub shared: std::sync::Arc<crate::web::WebShared>,
+}
+
+impl Handler<SetWeb> for NodeActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetWeb, _: &mut Context<Self>) {
+        self.web = Some(msg.shared);
+    }
+}
+
+/// Record a start-up problem for `daemon status`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Notice {
+    pub text: String,
+}
+
+impl Handler<Notice> for NodeActor {
+    type Result = ();
+    fn handle(&mut self, msg: Notice, _: &mut Context<Self>) {
+        self.notices.push(msg.text);
+    }
+}
+
 /// Find an agent's actor by name (attach, logs --follow).
 #[derive(Message)]
 #[rtype(result = "Result<Addr<AgentActor>, ErrorInfo>")]
@@ -918,6 +950,7 @@ impl Handler<ClientRequest> for NodeActor {
                     rss_bytes: rss_bytes(),
                     notices: self.notices.clone(),
                     device: self.device.clone(),
+                    web: self.web.as_ref().map(|w| w.base_url.clone()),
                 },
             }),
             Request::Shutdown { kill_agents } => {
@@ -1182,10 +1215,31 @@ impl Handler<ClientRequest> for NodeActor {
                     )
                 }
             },
-            Request::Send { name, text, enter } => match self.find(&name) {
+            Request::Send {
+                name,
+                text,
+                enter,
+                from_agent,
+            } => match self.find(&name) {
                 Err(e) => ready(error_response(e)),
                 Ok(e) => {
                     let addr = e.addr.clone();
+                    if let Some(w) = &self.web {
+                        // Tag the input for viewers: another agent, or the
+                        // owner's own CLI.
+                        let by = match from_agent
+                            .as_deref()
+                            .and_then(|id| self.agents.get(id))
+                            .map(|a| a.record.name.clone())
+                        {
+                            Some(agent) => agentos_proto::ws::InputSource::Agent { name: agent },
+                            None => agentos_proto::ws::InputSource::Person {
+                                id: agentos_proto::ws::PersonId(web_ops::LOCAL_OWNER.into()),
+                                name: std::env::var("USER").unwrap_or_else(|_| "owner".into()),
+                            },
+                        };
+                        w.foreign_input(&name, by);
+                    }
                     Box::pin(
                         async move {
                             match addr.send(agent_msgs::SendText { text, enter }).await {
@@ -1289,6 +1343,25 @@ impl Handler<ClientRequest> for NodeActor {
             | Request::SyncSet { .. }
             | Request::SyncConnect { .. }) => self.p2p_request(req),
             Request::Handoff { name, to } => self.handoff(name, to),
+            req @ (Request::ShareCreate { .. }
+            | Request::ShareList
+            | Request::ShareRevoke { .. }
+            | Request::CommentAdd { .. }
+            | Request::CommentList { .. }
+            | Request::CommentResolve { .. }) => self.web_request(req),
+            Request::Stop { name } => match self.find(&name) {
+                Err(e) => ready(error_response(e)),
+                Ok(e) => {
+                    let addr = e.addr.clone();
+                    Box::pin(
+                        async move {
+                            stop_agent(&addr, false).await;
+                            Response::Ok
+                        }
+                        .into_actor(self),
+                    )
+                }
+            },
             Request::PolicyShow { name } => ready(match self.policy_view(&name) {
                 Ok(policy) => Response::Policy { policy },
                 Err(e) => error_response(e),

@@ -1,7 +1,8 @@
 //! The node's durable store (sled under `$AGENTOS_HOME/store`): the chunks of
 //! each workspace's Automerge document, the workspace index, the install's
 //! Automerge ActorId, the audit log and the P2P state (roster, per-peer sync
-//! state, sealing sequence, relay cursors).
+//! state, sealing sequence, relay cursors) and the web server's share grants
+//! (hashed).
 //!
 //! Fsync policy: writes the user waits on (create, destroy, session save) are
 //! flushed before the daemon answers, so an acknowledged write survives
@@ -30,6 +31,7 @@ pub struct Store {
     meta: sled::Tree,
     audit: sled::Tree,
     p2p: sled::Tree,
+    web: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,6 +101,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let audit = db.open_tree("audit")?;
         let p2p = db.open_tree("p2p")?;
+        let web = db.open_tree("web")?;
         Ok((
             Store {
                 db,
@@ -106,6 +109,7 @@ impl Store {
                 meta,
                 audit,
                 p2p,
+                web,
             },
             notice,
         ))
@@ -171,6 +175,27 @@ impl Store {
 
     /// P2P state (`p2p` tree): the roster log, per-peer sync state, the
     /// sealing sequence, relay cursors, sync switches.
+    /// The web server's share grants (hashed secrets only), keyed by grant id.
+    pub fn web_get(&self, key: &str) -> Option<Vec<u8>> {
+        self.web.get(key).ok().flatten().map(|v| v.to_vec())
+    }
+
+    /// Store a grant and flush: an acknowledged share or revocation
+    /// survives `kill -9`.
+    pub fn web_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.web.insert(key, value)?;
+        self.web.flush()?;
+        Ok(())
+    }
+
+    pub fn web_scan(&self) -> Vec<(String, Vec<u8>)> {
+        self.web
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            .collect()
+    }
+
     pub fn p2p_get(&self, key: &str) -> Option<Vec<u8>> {
         self.p2p.get(key).ok().flatten().map(|v| v.to_vec())
     }

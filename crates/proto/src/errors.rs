@@ -58,6 +58,13 @@ pub enum ErrorCode {
     PeerUnreachable,
     /// E024: no paired device with that id.
     UnknownDevice,
+    /// E025: a share link or web session is unknown, expired, used up or
+    /// revoked.
+    ShareInvalid,
+    /// E026: too many failed attempts from this address; wait and retry.
+    RateLimited,
+    /// E027: the web server could not start (address in use, bad TLS files).
+    WebUnavailable,
 }
 
 impl ErrorCode {
@@ -88,6 +95,9 @@ impl ErrorCode {
             ErrorCode::Pairing => "E022",
             ErrorCode::PeerUnreachable => "E023",
             ErrorCode::UnknownDevice => "E024",
+            ErrorCode::ShareInvalid => "E025",
+            ErrorCode::RateLimited => "E026",
+            ErrorCode::WebUnavailable => "E027",
         }
     }
 
@@ -167,6 +177,15 @@ impl ErrorCode {
                 "check `agentos sync status`; put both devices on one LAN or point them at a relay with `agentos sync connect <addr>`"
             }
             ErrorCode::UnknownDevice => "list paired devices with `agentos devices`",
+            ErrorCode::ShareInvalid => {
+                "ask the owner for a fresh link (`agentos share <agent>`); links expire, run out of uses and can be revoked"
+            }
+            ErrorCode::RateLimited => {
+                "too many wrong links from this address: wait a minute and retry"
+            }
+            ErrorCode::WebUnavailable => {
+                "set another address in `[web] listen` of ~/.agentos/config.toml (or `AGENTOS_WEB_LISTEN`), then `agentos daemon restart`"
+            }
         }
     }
 }
@@ -238,6 +257,9 @@ mod tests {
             ErrorCode::Pairing,
             ErrorCode::PeerUnreachable,
             ErrorCode::UnknownDevice,
+            ErrorCode::ShareInvalid,
+            ErrorCode::RateLimited,
+            ErrorCode::WebUnavailable,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort();

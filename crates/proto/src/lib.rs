@@ -3,7 +3,9 @@
 //! Two conversations use it, both over Unix sockets:
 //! - **client ⇄ daemon** ([`Request`], [`Response`], [`ClientFrame`], [`ServerFrame`]);
 //! - **daemon ⇄ PTY holder** ([`HolderCmd`], [`HolderEvent`]);
-//! - **device ⇄ device and device ⇄ relay** over libp2p ([`peer`]).
+//! - **device ⇄ device and device ⇄ relay** over libp2p ([`peer`]);
+//! - **web client ⇄ node** over WebSocket, protocol v3 ([`ws`]): JSON control
+//!   messages and binary terminal frames.
 //!
 //! Every connection opens with a fixed 8-byte hello (`b"AGOS"` + `u32` BE version,
 //! or `b"AGSH"` for a holder) that never changes shape, so a peer speaking
@@ -14,6 +16,7 @@
 mod errors;
 mod messages;
 pub mod peer;
+pub mod ws;
 
 pub use errors::{ErrorCode, ErrorInfo};
 pub use messages::*;
@@ -23,7 +26,7 @@ use std::io::{Read, Write};
 
 /// Version of the client ⇄ daemon and daemon ⇄ holder protocols. Bump on any
 /// change to the message enums below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Hello magic for a CLI (or any) client talking to the daemon.
 pub const CLIENT_MAGIC: [u8; 4] = *b"AGOS";
 /// Hello magic for the daemon talking to a PTY holder.
@@ -208,6 +211,7 @@ mod tests {
             name: "a".into(),
             text: "hi".into(),
             enter: true,
+            from_agent: None,
         });
         let bytes = encode_frame(&req).unwrap();
         let back: ClientFrame = read_frame(&mut &bytes[..]).unwrap();

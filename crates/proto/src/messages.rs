@@ -113,6 +113,8 @@ pub struct DaemonStatus {
     pub notices: Vec<String>,
     /// This device's id (Syncthing-style, with check characters).
     pub device: String,
+    /// The web server's address (`http://127.0.0.1:7890`), when it runs.
+    pub web: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +152,9 @@ pub enum Request {
         name: String,
         text: String,
         enter: bool,
+        /// The agent that typed (from `AGENTOS_AGENT_ID`), if an agent did:
+        /// viewers see every input tagged with who sent it.
+        from_agent: Option<String>,
     },
     Logs {
         name: String,
@@ -267,6 +272,65 @@ pub enum Request {
         name: String,
         to: String,
     },
+    /// `agentos stop <name>`: SIGTERM, then SIGKILL after a grace period.
+    Stop {
+        name: String,
+    },
+    /// `agentos share <target>`; `target` is `agent:<name>`,
+    /// `session:<name>`, or `*` (the owner's own link, `agentos web`).
+    ShareCreate {
+        target: String,
+        permission: crate::ws::Permission,
+        expires_in_secs: Option<u64>,
+        max_uses: Option<u32>,
+    },
+    ShareList,
+    ShareRevoke {
+        id: String,
+    },
+    /// `agentos comment add <agent> --line N "text"`.
+    CommentAdd {
+        agent: String,
+        line: u64,
+        text: String,
+        parent: Option<String>,
+    },
+    CommentList {
+        agent: Option<String>,
+    },
+    CommentResolve {
+        id: String,
+        resolved: bool,
+    },
+}
+
+/// A share link just made (the secret is shown once and never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareCreated {
+    pub id: String,
+    pub target: String,
+    pub permission: crate::ws::Permission,
+    /// `agentos://host:port/s/<id>[?fp=<sha256>]#<secret>` for `agentos join`.
+    pub link: String,
+    /// `http(s)://host:port/s/<id>#<secret>` for a browser.
+    pub url: String,
+    pub expires_at_ms: Option<u64>,
+    pub max_uses: Option<u32>,
+}
+
+/// A share link as `share list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareView {
+    pub id: String,
+    pub target: String,
+    pub permission: crate::ws::Permission,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub revoked: bool,
+    /// Sockets open through this link right now.
+    pub active: u32,
 }
 
 /// One paired device, as `agentos devices` shows it.
@@ -380,6 +444,15 @@ pub enum Response {
     },
     SyncStatus {
         status: SyncStatusView,
+    },
+    Share {
+        share: ShareCreated,
+    },
+    Shares {
+        shares: Vec<ShareView>,
+    },
+    Comments {
+        comments: Vec<crate::ws::CommentView>,
     },
 }
 

@@ -117,6 +117,8 @@ impl Node {
             .env("PATH", &self.path)
             .env("SHELL", "/bin/bash")
             .env("FAKE_ARGV_LOG", self.argv_log())
+            // Every test daemon's web server on a port of its own.
+            .env("AGENTOS_WEB_LISTEN", "127.0.0.1:0")
             .stdin(std::process::Stdio::null());
         for (k, v) in &self.extra_env {
             c.env(k, v);
@@ -244,6 +246,7 @@ impl Node {
         cmd.env("AGENTOS_HOME", &self.home);
         cmd.env("PATH", &self.path);
         cmd.env("TERM", "xterm-256color");
+        cmd.env("AGENTOS_WEB_LISTEN", "127.0.0.1:0");
         cmd.env_remove("AGENTOS_SOCKET");
         cmd.env_remove("AGENTOS_AGENT_ID");
         for (k, v) in &self.extra_env {
