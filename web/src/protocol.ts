@@ -48,7 +48,7 @@ export interface CommentView {
   author: string;
   author_id: string;
   created_at_ms: number;
-  parent?: string;
+  parent?: string | null;
   resolved: boolean;
   deleted: boolean;
   reactions: [string, string[]][];

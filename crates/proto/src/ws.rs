@@ -425,7 +425,9 @@ pub struct CommentView {
     pub author: String,
     pub author_id: String,
     pub created_at_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The comment this one replies to (`null` for a top-level comment;
+    /// never skipped, because this type also travels in bincode).
+    #[serde(default)]
     pub parent: Option<CommentId>,
     pub resolved: bool,
     pub deleted: bool,

@@ -12,7 +12,7 @@ use agentos_proto::ws::{CommentView, Permission};
 use agentos_proto::{AgentInfo, ErrorCode, ErrorInfo, Request, Response as NodeResponse};
 use axum::Json;
 use axum::Router;
-use axum::body::Body;
+use axum::body::Body as HttpBody;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -36,6 +36,29 @@ type Shared = State<Arc<WebShared>>;
 
 /// An API error: `{code, message, hint}` with a fitting status.
 pub struct ApiError(ErrorInfo);
+
+/// A JSON body, or a 400 with the API's error shape (not axum's text).
+pub struct Body<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError(
+                ErrorInfo::new(
+                    ErrorCode::InvalidArgument,
+                    format!("bad request body: {}", e.body_text()),
+                )
+                .with_hint("see /api/v1/openapi.json for the body this route takes"),
+            )),
+        }
+    }
+}
 
 impl From<ErrorInfo> for ApiError {
     fn from(e: ErrorInfo) -> Self {
@@ -187,7 +210,7 @@ struct TicketBody {
 async fn cookie(
     State(shared): Shared,
     headers: HeaderMap,
-    Json(body): Json<TicketBody>,
+    Body(body): Body<TicketBody>,
 ) -> ApiResult<Response> {
     shared.metrics.http();
     let (value, max_age) = shared.auth().redeem_ticket(&body.ticket, now_ms())?;
@@ -390,7 +413,7 @@ struct NewShare {
 async fn share_create(
     State(shared): Shared,
     headers: HeaderMap,
-    Json(b): Json<NewShare>,
+    Body(b): Body<NewShare>,
 ) -> ApiResult<Response> {
     let s = who(&shared, &headers)?;
     owner(&s)?;
@@ -415,16 +438,18 @@ async fn share_revoke(
     State(shared): Shared,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let s = who(&shared, &headers)?;
     owner(&s)?;
     if shared.auth().grant(&id).is_none() {
-        return Err(
-            ErrorInfo::new(ErrorCode::ShareInvalid, format!("no share link '{id}'")).into(),
-        );
+        let e = ErrorInfo::new(ErrorCode::ShareInvalid, format!("no share link '{id}'"))
+            .with_hint("list the links with GET /api/v1/shares");
+        let body =
+            serde_json::json!({"code": e.code.code(), "message": e.message, "hint": e.hint()});
+        return Ok((StatusCode::NOT_FOUND, Json(body)).into_response());
     }
     shared.revoke(&id)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Refuse cross-site WebSocket upgrades (the cookie would ride along).
@@ -489,7 +514,7 @@ fn asset(path: &str) -> Response {
         )
         .header("x-content-type-options", "nosniff")
         .header("referrer-policy", "no-referrer")
-        .body(Body::from(file.data.into_owned()))
+        .body(HttpBody::from(file.data.into_owned()))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -512,6 +537,7 @@ pub fn router(shared: Arc<WebShared>) -> Router {
         .route("/api/v1/sessions", get(sessions))
         .route("/api/v1/shares", get(shares).post(share_create))
         .route("/api/v1/shares/{id}", delete(share_revoke))
+        .route("/api/v1/{*rest}", axum::routing::any(|| async { (StatusCode::NOT_FOUND, Json(serde_json::json!({"code": "E012", "message": "no such API route", "hint": "see /api/v1/openapi.json"}))) }))
         .fallback(static_file)
         .with_state(shared)
 }
