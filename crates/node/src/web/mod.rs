@@ -424,8 +424,16 @@ pub fn start(
                 });
                 let make = app.into_make_service_with_connect_info::<SocketAddr>();
                 let r = match tls {
+                    // TCP_NODELAY: a keystroke's echo must not wait for a
+                    // delayed ACK (40 ms here).
                     None => match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => axum::serve(l, make).await.map_err(|e| e.to_string()),
+                        Ok(l) => {
+                            use axum::serve::ListenerExt;
+                            let l = l.tap_io(|s| {
+                                let _ = s.set_nodelay(true);
+                            });
+                            axum::serve(l, make).await.map_err(|e| e.to_string())
+                        }
                         Err(e) => Err(e.to_string()),
                     },
                     Some(t) => {
@@ -433,7 +441,11 @@ pub fn start(
                         match axum_server::tls_rustls::RustlsConfig::from_pem(t.cert_pem, t.key_pem)
                             .await
                         {
-                            Ok(cfg) => axum_server::from_tcp_rustls(listener, cfg)
+                            Ok(cfg) => axum_server::from_tcp(listener)
+                                .acceptor(
+                                    axum_server::tls_rustls::RustlsAcceptor::new(cfg)
+                                        .acceptor(axum_server::accept::NoDelayAcceptor::new()),
+                                )
                                 .serve(make)
                                 .await
                                 .map_err(|e| e.to_string()),
