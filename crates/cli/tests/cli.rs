@@ -794,7 +794,11 @@ fn restore_after_holders_die_resumes_each_conversation() {
             .all(|(h, c)| !alive(*h) && !alive(*c))
             && !alive(daemon)
     });
-    wait_until("lost agents are reported", T, || n.state("r1") == "error");
+    // Every lost agent (not just the first) must be seen as lost before
+    // `restore`, which only brings back agents that are no longer running.
+    wait_until("lost agents are reported", T, || {
+        n.state("r1") == "error" && n.state("r2") == "error"
+    });
     let o = n.ok(&["restore"]);
     assert!(
         o.stdout.contains("restored r1")
