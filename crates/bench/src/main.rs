@@ -24,6 +24,7 @@ mod report;
 mod stats;
 mod systems;
 mod term;
+mod web;
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ enum Which {
     Worktree,
     Sandbox,
     P2p,
+    /// Web viewers under load (WebSocket v3) against tmux clients.
+    Web,
 }
 
 /// The workspace root, for building `agentos` when it is missing.
@@ -174,6 +177,10 @@ fn cleanup_on_signal(ctx: &bench::Ctx) {
 
 fn main() {
     let args = Args::parse();
+    // Every daemon the harness starts serves its web client on a free
+    // loopback port (never the user's 7890); `agentos web --json` names it.
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::set_var("AGENTOS_WEB_LISTEN", "127.0.0.1:0") };
     let started = Instant::now();
     let agentos = find_agentos(args.agentos.clone());
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -278,6 +285,10 @@ fn main() {
             20,
             if ctx.quick { 100 } else { 500 },
         ));
+    }
+
+    if want(Which::Web) {
+        rows.extend(web::web(ctx));
     }
 
     info.load_after = report::loadavg();
