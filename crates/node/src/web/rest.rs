@@ -207,11 +207,7 @@ struct TicketBody {
     ticket: String,
 }
 
-async fn cookie(
-    State(shared): Shared,
-    headers: HeaderMap,
-    Body(body): Body<TicketBody>,
-) -> ApiResult<Response> {
+async fn cookie(State(shared): Shared, Body(body): Body<TicketBody>) -> ApiResult<Response> {
     shared.metrics.http();
     let (value, max_age) = shared.auth().redeem_ticket(&body.ticket, now_ms())?;
     let secure = if shared.base_url.starts_with("https") {
@@ -219,7 +215,6 @@ async fn cookie(
     } else {
         ""
     };
-    let _ = headers;
     let c =
         format!("{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
     let mut r = StatusCode::NO_CONTENT.into_response();

@@ -328,8 +328,7 @@ impl SessionActor {
         // `terminal_subscribed` goes out before the first frame can: the
         // connection drains its control queue first.
         let size = a.size;
-        let _ = tx_send(
-            &self.conns,
+        self.send_to(
             conn,
             &ServerMsg::TerminalSubscribed {
                 agent: a.name.clone(),
@@ -702,12 +701,6 @@ impl SessionActor {
         })
         .wait(ctx);
     }
-}
-
-fn tx_send(conns: &HashMap<ConnId, Conn>, conn: ConnId, msg: &ServerMsg) -> bool {
-    conns
-        .get(&conn)
-        .is_some_and(|c| c.tx.try_send(Outbound::Text(msg.to_json())).is_ok())
 }
 
 fn not_here(p: &PersonId) -> ErrorInfo {
