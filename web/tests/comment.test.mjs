@@ -1,5 +1,7 @@
 // A comment-level guest comments on an output line; the owner sees it live
-// with the right absolute line number, and a gutter marker on that row.
+// with the right absolute line number, and a gutter marker on that row; after
+// the owner resizes the PTY (which re-wraps a long line above it), both
+// markers still sit on that row.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,12 +20,40 @@ after(async () => {
   await node?.stop();
 });
 
-test('a guest comments on a line and the owner sees it on that line', { timeout: 120_000 }, async () => {
+/** The row box of the visible terminal row whose text is exactly `text`. */
+async function rowBox(page, text) {
+  return page.evaluate((t) => {
+    for (const row of document.querySelectorAll('[data-testid="terminal"] .xterm-rows > div')) {
+      if (row.textContent.trim() === t) {
+        const r = row.getBoundingClientRect();
+        return { top: r.top, bottom: r.bottom };
+      }
+    }
+    return null;
+  }, text);
+}
+
+/** The gutter marker of absolute line `line` sits on the row showing `text`. */
+async function assertMarkerOnRow(page, who, line, text) {
+  const marker = page.locator(`${tid('comment-marker')}[data-line="${line}"]`);
+  await marker.waitFor({ state: 'visible' });
+  // The marker is placed after a paint: allow a frame for layout.
+  await until(`${who}: the marker of line ${line} on the row showing ${text}`, async () => {
+    const row = await rowBox(page, text);
+    const box = await marker.boundingBox();
+    if (!row || !box) return false;
+    const mid = box.y + box.height / 2;
+    return mid >= row.top && mid <= row.bottom;
+  });
+}
+
+test('a guest comments on a line and the owner sees it on that line, also after a resize', { timeout: 120_000 }, async () => {
   const owner = await openOwner(browser, node.ownerUrl);
   const share = await node.share('t1', 'comment');
   const guest = await openGuest(browser, share.url, 'Commenter');
 
-  await node.send('t1', 'echo comment-$((5*5))');
+  // A line longer than the narrowed PTY will be, just above the target.
+  await node.send('t1', "printf '%0150d\\n' 0; echo comment-$((5*5))");
   await waitForLine(guest, 'comment-25');
   await waitForLine(owner, 'comment-25');
   const expected = await until('comment-25 in the log', () => node.lineOf('t1', 'comment-25'));
@@ -46,19 +76,22 @@ test('a guest comments on a line and the owner sees it on that line', { timeout:
   await guest.locator(tid('comment'), { hasText: 'why 25?' }).waitFor();
 
   // The owner's gutter marker sits on the row that shows the text.
-  const marker = owner.locator(`${tid('comment-marker')}[data-line="${expected}"]`);
-  await marker.waitFor({ state: 'visible' });
-  const rowBox = await owner.evaluate(() => {
-    for (const row of document.querySelectorAll('[data-testid="terminal"] .xterm-rows > div')) {
-      if (row.textContent.trim() === 'comment-25') {
-        const r = row.getBoundingClientRect();
-        return { top: r.top, bottom: r.bottom };
-      }
-    }
-    return null;
-  });
-  assert.ok(rowBox, 'the owner does not show comment-25 on screen');
-  const box = await marker.boundingBox();
-  const mid = box.y + box.height / 2;
-  assert.ok(mid >= rowBox.top && mid <= rowBox.bottom, `marker at y=${mid}, row at ${rowBox.top}..${rowBox.bottom}`);
+  await assertMarkerOnRow(owner, 'owner', expected, 'comment-25');
+  await assertMarkerOnRow(guest, 'guest', expected, 'comment-25');
+
+  // The owner (the driver) narrows the window and fits the PTY to it: the
+  // long line above re-wraps onto more rows, and every viewer is repainted
+  // at the new size. The markers follow their line.
+  const cols = await owner.evaluate(() => window.__agentos.term.cols);
+  await owner.setViewportSize({ width: 760, height: 900 });
+  await owner.locator(tid('fit-pty')).click();
+  await owner.waitForFunction((c) => window.__agentos.term.cols < c, cols);
+  const narrow = await owner.evaluate(() => window.__agentos.term.cols);
+  assert.ok(narrow < 150, `the PTY is ${narrow} columns: the long line must wrap`);
+  await guest.waitForFunction((c) => window.__agentos.term.cols === c, narrow);
+  await waitForLine(owner, 'comment-25');
+  await waitForLine(guest, 'comment-25');
+  assert.equal(await comment.locator(tid('comment-line-label')).innerText(), `line ${expected}`);
+  await assertMarkerOnRow(owner, 'owner', expected, 'comment-25');
+  await assertMarkerOnRow(guest, 'guest', expected, 'comment-25');
 });

@@ -10,7 +10,10 @@
 //!   registered in one step.
 //! - Every subscriber has a bounded queue; a full queue marks it lagging and
 //!   it is resynced with a fresh snapshot (a paint, for a web viewer) when
-//!   room frees up. The agent never waits on a client.
+//!   room frees up. A web viewer's queue is also bounded in bytes not yet
+//!   handed to its socket ([`crate::wire_queue`]), so a slow viewer lags
+//!   after [`WIRE_BACKLOG`] bytes, not after seconds of frames. The agent
+//!   never waits on a client.
 //! - Web viewers get ready-made WebSocket v3 binary frames: each output chunk
 //!   is encoded once per distinct channel, however many viewers, and shared
 //!   ([`bytes::Bytes`]); [`GetWireStats`] counts the encodes.
@@ -25,6 +28,8 @@ use crate::state::{Explained, HookMapping, ScreenRule, StateEngine};
 use crate::term::TermModel;
 use crate::wire::{self, Paint, REPLAY_PIECE, ResumePlan, SCROLLBACK_READ};
 pub use crate::wire::{RESUME_WINDOW, SCROLLBACK_LINES};
+use crate::wire_queue::{Refused, WireTx};
+pub use crate::wire_queue::{WIRE_BACKLOG, WIRE_FRAMES};
 use actix::prelude::*;
 use agentos_crdt::{AgentState, StateTransition};
 use agentos_proto::ws::{self, Channel};
@@ -127,7 +132,7 @@ enum SubKind {
     Control(mpsc::Sender<ServerFrame>),
     Logs(mpsc::Sender<ServerFrame>, Box<PlainText>),
     /// A web viewer: binary frames on its connection's channel.
-    Wire(Channel, mpsc::Sender<WireEvent>),
+    Wire(Channel, WireTx),
 }
 
 impl SubKind {
@@ -361,17 +366,17 @@ impl AgentActor {
                         f
                     }
                 };
-                match tx.try_send(WireEvent::Frame(frame)) {
+                match tx.try_output(frame) {
                     Ok(()) => {
                         stats.frames_sent += 1;
                         true
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(Refused::Full) => {
                         s.lagging = true;
                         stats.lagged += 1;
                         true
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                    Err(Refused::Closed) => false,
                 }
             }
             SubKind::Logs(tx, pt) => {
@@ -449,7 +454,7 @@ impl AgentActor {
                 }
                 SubKind::Wire(_, tx) => {
                     if let ServerFrame::Exited { state } = &frame {
-                        let _ = tx.try_send(WireEvent::Exited {
+                        let _ = tx.try_event(WireEvent::Exited {
                             state: state.clone(),
                         });
                     }
@@ -644,6 +649,30 @@ fn read_log(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Vec<u
     Ok(buf)
 }
 
+/// Most log bytes replayed to reflow the screen on a width change.
+const REFLOW_READ: u64 = 256 * 1024;
+
+impl AgentActor {
+    /// Resize the terminal model; on a width change the main screen is
+    /// reflowed from the log's tail ([`TermModel::reflow`]) so soft wraps,
+    /// and with them absolute line numbers, survive.
+    fn resize_term(&mut self, cols: u16, rows: u16) {
+        let seq = self.term.seq();
+        let start = seq.saturating_sub(REFLOW_READ);
+        let reflowed = self.term.size().0 != cols
+            && match read_log(&self.cfg.dir.log(), start, seq) {
+                Ok(tail) => self.term.reflow(cols, rows, &tail, start),
+                Err(e) => {
+                    debug!(agent = %self.cfg.name, error = %e, "no reflow: log unreadable");
+                    false
+                }
+            };
+        if !reflowed {
+            self.term.resize(cols, rows);
+        }
+    }
+}
+
 /// The paint of `term`, with history from the tail of the agent's log
 /// (at most [`SCROLLBACK_READ`] bytes read). The log always holds at least
 /// `term.seq()` bytes: the holder writes it before the daemon sees them.
@@ -660,8 +689,8 @@ fn paint_now(term: &TermModel, dir: &AgentDir) -> Paint {
 }
 
 /// Resync a lagging web viewer with a fresh paint once at least half its
-/// queue is free (a viewer that just freed one slot would lag again at
-/// once, and each paint reads the log's tail). The paint is built at most
+/// queue (frames and bytes) is free (a viewer that just freed one slot
+/// would lag again at once, and each paint reads the log's tail). The paint is built at most
 /// once per pass (`paint`), whatever the number of viewers. Returns whether
 /// to keep the subscriber.
 fn resync_wire(
@@ -670,25 +699,25 @@ fn resync_wire(
     paint: &mut Option<Paint>,
     stats: &mut WireStats,
     channel: Channel,
-    tx: &mpsc::Sender<WireEvent>,
+    tx: &WireTx,
     lagging: &mut bool,
 ) -> bool {
     if tx.is_closed() {
         return false;
     }
-    if tx.capacity() == 0 || tx.capacity() * 2 < tx.max_capacity() {
+    if !tx.can_resync() {
         return true;
     }
     let p = paint.get_or_insert_with(|| paint_now(term, dir));
-    match tx.try_send(WireEvent::Frame(Bytes::from(p.encode(channel)))) {
+    match tx.try_force(Bytes::from(p.encode(channel))) {
         Ok(()) => {
             *lagging = false;
             stats.resyncs += 1;
             stats.frames_sent += 1;
             true
         }
-        Err(mpsc::error::TrySendError::Full(_)) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(Refused::Full) => true,
+        Err(Refused::Closed) => false,
     }
 }
 
@@ -951,7 +980,7 @@ impl Handler<Attach> for AgentActor {
         // The driver sizes the PTY; resize the model first so the snapshot
         // has the client's geometry.
         if self.holder.is_some() && (msg.cols, msg.rows) != self.term.size() && msg.cols > 0 {
-            self.term.resize(msg.cols, msg.rows);
+            self.resize_term(msg.cols, msg.rows);
             let _ = self.send_holder(HolderCmd::Resize {
                 cols: msg.cols,
                 rows: msg.rows,
@@ -1039,8 +1068,9 @@ impl Handler<Detach> for AgentActor {
 }
 
 /// Stream this agent's terminal to a web viewer as WebSocket v3 binary
-/// frames on `channel`, through its bounded queue `tx` (for example
-/// [`SUBSCRIBER_QUEUE`] frames).
+/// frames on `channel`, through its bounded queue `tx`
+/// ([`crate::wire_queue::wire_queue`], for example [`WIRE_FRAMES`] frames
+/// and [`WIRE_BACKLOG`] bytes).
 ///
 /// In one actor step: with `since = Some(s)` where `s <= seq` and
 /// `seq - s <=` [`RESUME_WINDOW`] (`seq`: the next output byte) the viewer
@@ -1048,8 +1078,8 @@ impl Handler<Detach> for AgentActor {
 /// [`REPLAY_PIECE`] bytes each; `resumed`); otherwise one snapshot frame
 /// with the paint (recent scrollback, then the screen, see [`wire::paint`]).
 /// Then every later chunk as an output frame, exactly once. A full queue
-/// drops frames and marks the viewer lagging; it gets a fresh snapshot
-/// frame once half its queue is free, even if the agent has gone quiet. When the agent has exited (now or later) the
+/// (or a backlog over its byte budget) drops frames and marks the viewer
+/// lagging; it gets a fresh snapshot frame once half its queue is free, even if the agent has gone quiet. When the agent has exited (now or later) the
 /// viewer gets [`WireEvent::Exited`] and is dropped. The queue closes
 /// without `Exited` when the agent is restarted or its actor stops:
 /// subscribe again, with `since`. Never makes the viewer the driver, never
@@ -1059,7 +1089,7 @@ impl Handler<Detach> for AgentActor {
 pub struct WireSubscribe {
     pub channel: Channel,
     pub since: Option<u64>,
-    pub tx: mpsc::Sender<WireEvent>,
+    pub tx: WireTx,
 }
 
 /// A web viewer's subscription: `Detach { sub: Some(sub) }` ends it.
@@ -1108,13 +1138,13 @@ impl Handler<WireSubscribe> for AgentActor {
             .unwrap_or_else(|| vec![paint_now(&self.term, &self.cfg.dir).encode(msg.channel)]);
         for f in frames {
             msg.tx
-                .try_send(WireEvent::Frame(Bytes::from(f)))
+                .try_force(Bytes::from(f))
                 .map_err(|_| ErrorInfo::new(ErrorCode::Internal, "viewer queue unavailable"))?;
             self.wire_stats.frames_sent += 1;
         }
         debug!(agent = %self.cfg.name, sub = id.0, seq, resumed, since = ?msg.since, "web viewer subscribed");
         if exited {
-            let _ = msg.tx.try_send(WireEvent::Exited {
+            let _ = msg.tx.try_event(WireEvent::Exited {
                 state: self.engine.current().0.clone(),
             });
         } else {
@@ -1161,7 +1191,7 @@ impl Handler<ResizePty> for AgentActor {
         if msg.cols == 0 || msg.rows == 0 || (msg.cols, msg.rows) == self.term.size() {
             return;
         }
-        self.term.resize(msg.cols, msg.rows);
+        self.resize_term(msg.cols, msg.rows);
         let _ = self.send_holder(HolderCmd::Resize {
             cols: msg.cols,
             rows: msg.rows,
@@ -1293,7 +1323,7 @@ impl Handler<Resize> for AgentActor {
         if self.driver != Some(msg.sub) || msg.cols == 0 || msg.rows == 0 {
             return;
         }
-        self.term.resize(msg.cols, msg.rows);
+        self.resize_term(msg.cols, msg.rows);
         let _ = self.send_holder(HolderCmd::Resize {
             cols: msg.cols,
             rows: msg.rows,
@@ -1474,6 +1504,7 @@ mod tests {
     //! The web viewers' stream against a fake holder speaking the real
     //! holder protocol over `holder.sock`.
     use super::*;
+    use crate::wire_queue::{WireRx, wire_queue};
     use agentos_proto::ws::{Frame, decode_frame};
     use tokio::net::UnixListener;
     use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -1599,7 +1630,7 @@ mod tests {
         /// Until the model has seen `n` bytes.
         async fn wait_seq(&self, n: u64) {
             for _ in 0..500 {
-                let (tx, _rx) = mpsc::channel(4);
+                let (tx, _rx) = wire_queue(4, WIRE_BACKLOG);
                 let got = self.subscribe_with(Channel(99), None, tx).await.unwrap();
                 self.addr.send(Detach { sub: Some(got.sub) }).await.unwrap();
                 if got.seq >= n {
@@ -1614,7 +1645,7 @@ mod tests {
             &self,
             channel: Channel,
             since: Option<u64>,
-            tx: mpsc::Sender<WireEvent>,
+            tx: WireTx,
         ) -> Result<WireSubscribed, ErrorInfo> {
             self.addr
                 .send(WireSubscribe { channel, since, tx })
@@ -1627,8 +1658,19 @@ mod tests {
             channel: Channel,
             since: Option<u64>,
             queue: usize,
-        ) -> (WireSubscribed, mpsc::Receiver<WireEvent>) {
-            let (tx, rx) = mpsc::channel(queue);
+        ) -> (WireSubscribed, WireRx) {
+            self.subscribe_budget(channel, since, queue, WIRE_BACKLOG)
+                .await
+        }
+
+        async fn subscribe_budget(
+            &self,
+            channel: Channel,
+            since: Option<u64>,
+            queue: usize,
+            budget: u64,
+        ) -> (WireSubscribed, WireRx) {
+            let (tx, rx) = wire_queue(queue, budget);
             (self.subscribe_with(channel, since, tx).await.unwrap(), rx)
         }
 
@@ -1648,10 +1690,12 @@ mod tests {
         }
     }
 
-    async fn next(rx: &mut mpsc::Receiver<WireEvent>) -> Option<WireEvent> {
+    /// The next event; its bytes count as written at once.
+    async fn next(rx: &mut WireRx) -> Option<WireEvent> {
         tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("a viewer event in time")
+            .map(|(ev, _written)| ev)
     }
 
     /// What a viewer sees, decoded.
@@ -1671,7 +1715,7 @@ mod tests {
         Exited,
     }
 
-    async fn seen(rx: &mut mpsc::Receiver<WireEvent>) -> Option<Seen> {
+    async fn seen(rx: &mut WireRx) -> Option<Seen> {
         Some(match next(rx).await? {
             WireEvent::Frame(b) => match decode_frame(&b).unwrap() {
                 Frame::Output { channel, seq, data } => Seen::Output {
@@ -1702,7 +1746,7 @@ mod tests {
 
     /// Output bytes from `from` until `until` (exclusive), checking that the
     /// frames are contiguous.
-    async fn output_until(rx: &mut mpsc::Receiver<WireEvent>, from: u64, until: u64) -> Vec<u8> {
+    async fn output_until(rx: &mut WireRx, from: u64, until: u64) -> Vec<u8> {
         let mut next_seq = from;
         let mut out = Vec::new();
         while next_seq < until {
@@ -1905,6 +1949,55 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn wire_viewer_over_its_byte_budget_lags_and_is_resynced() {
+        let h = Harness::start(b"").await;
+        // Room for many frames but only 64 bytes of unsent output.
+        let (_, mut slow) = h.subscribe_budget(Channel(0), None, 1000, 64).await;
+        let (_, mut fast) = h.subscribe(Channel(0), None, SUBSCRIBER_QUEUE).await;
+        // The slow viewer holds its snapshot's bytes (unwritten).
+        let (ev, held) = slow.rx_next().await;
+        assert!(matches!(ev, WireEvent::Frame(_)));
+        let mut sent = Vec::new();
+        for i in 0..10 {
+            let chunk = format!("chunk number {i}\r\n").into_bytes();
+            h.emit(&chunk);
+            sent.extend_from_slice(&chunk);
+        }
+        let total = sent.len() as u64;
+        assert!(matches!(
+            seen(&mut fast).await,
+            Some(Seen::Snapshot { seq: 0, .. })
+        ));
+        assert_eq!(output_until(&mut fast, 0, total).await, sent);
+        // Nothing live fitted behind the unwritten snapshot: lagging.
+        let stats = h.stats().await;
+        assert!(stats.lagged >= 1, "{stats:?}");
+        assert_eq!(stats.resyncs, 0);
+        // Once the socket takes the snapshot, a fresh one follows.
+        drop(held);
+        match seen(&mut slow).await {
+            Some(Seen::Snapshot { seq, data, .. }) => {
+                assert_eq!(seq, total);
+                let mut v = vt100::Parser::new(24, 80, 100);
+                v.process(&data);
+                assert!(v.screen().contents().contains("chunk number 9"));
+            }
+            other => panic!("expected a resync snapshot, got {other:?}"),
+        }
+        assert_eq!(h.stats().await.resyncs, 1);
+    }
+
+    impl WireRx {
+        /// The next event with its hold on the bytes (not yet written).
+        async fn rx_next(&mut self) -> (WireEvent, crate::wire_queue::Backlog) {
+            tokio::time::timeout(Duration::from_secs(10), self.recv())
+                .await
+                .expect("a viewer event in time")
+                .expect("open queue")
+        }
+    }
+
+    #[actix_rt::test]
     async fn wire_viewers_learn_of_exit() {
         let h = Harness::start(b"hi\r\n").await;
         let (_, mut rx) = h.subscribe(Channel(0), None, SUBSCRIBER_QUEUE).await;
@@ -1929,7 +2022,7 @@ mod tests {
         assert_eq!(output_until(&mut rx, 4, 9).await, b"bye\r\n");
         assert_eq!(seen(&mut rx).await, Some(Seen::Exited));
         // No room for `Exited` besides the paint: refused.
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = wire_queue(1, WIRE_BACKLOG);
         assert!(h.subscribe_with(Channel(0), None, tx).await.is_err());
     }
 

@@ -9,3 +9,4 @@ pub mod plaintext;
 pub mod state;
 pub mod term;
 pub mod wire;
+pub mod wire_queue;

@@ -285,6 +285,46 @@ impl TermModel {
         self.parser.screen_mut().set_size(rows, cols.max(1));
     }
 
+    /// Resize to a new width the way a real terminal reflows. vt100 cuts
+    /// rows and forgets every soft wrap on a width change, so a line that
+    /// wrapped would count as two lines and every absolute line number on
+    /// the screen below it (comment anchors, `top_line`) would shift.
+    /// Instead the main screen is rebuilt by replaying `tail`, the output
+    /// bytes `[tail_start, seq)`, from its first line start at the new size:
+    /// what a terminal of that width would show. `seq`, the line count and
+    /// any incomplete sequence carry over.
+    ///
+    /// Returns false, changing nothing, when the alternate screen is shown
+    /// (full-screen programs redraw on SIGWINCH), the width is unchanged, or
+    /// the tail does not end at `seq` or holds no line start; use
+    /// [`TermModel::resize`] then.
+    pub fn reflow(&mut self, cols: u16, rows: u16, tail: &[u8], tail_start: u64) -> bool {
+        let (old_cols, _) = self.size();
+        if cols == old_cols
+            || cols == 0
+            || self.parser.screen().alternate_screen()
+            || tail_start + tail.len() as u64 != self.seq
+        {
+            return false;
+        }
+        let from = if tail_start == 0 {
+            0
+        } else {
+            match memchr::memchr(b'\n', tail) {
+                Some(i) => i + 1,
+                None => return false,
+            }
+        };
+        let replay = &tail[from..];
+        let newlines = replay.iter().filter(|b| **b == b'\n').count() as u64;
+        let mut fresh = TermModel::new(cols, rows, tail_start + from as u64);
+        fresh.lines = self.lines.saturating_sub(newlines);
+        fresh.feed(replay);
+        debug_assert_eq!((fresh.seq, fresh.lines), (self.seq, self.lines));
+        *self = fresh;
+        true
+    }
+
     /// Escape sequences that reproduce the current screen (contents, cursor,
     /// attributes, modes) on a terminal of the same size.
     pub fn snapshot(&self) -> Snapshot {
@@ -388,6 +428,50 @@ mod tests {
         assert_eq!(t.screen_text(), "l27\nl28\nl29\nEND");
         assert_eq!(t.cursor(), (3, 3));
         assert_eq!(t.seq(), 30 * 5 - 10 + 3, "synthetic scroll is not output");
+    }
+
+    #[test]
+    fn reflow_keeps_soft_wraps_and_line_numbers() {
+        let mut out = Vec::new();
+        for i in 0..40 {
+            out.extend_from_slice(format!("l{i}\r\n").as_bytes());
+        }
+        out.extend_from_slice(&[b'0'; 150]);
+        out.extend_from_slice(b"\r\nafter\r\n$ ");
+        let mut t = TermModel::new(80, 10, 0);
+        t.feed(&out);
+        let before = t.top_line();
+
+        // vt100's own resize forgets the wrap: the long line counts twice.
+        let mut cut = TermModel::new(80, 10, 0);
+        cut.feed(&out);
+        cut.resize(100, 10);
+        assert_eq!(cut.top_line(), before - 1, "the plain resize miscounts");
+
+        // Reflow from a tail that starts mid-line, at two other widths.
+        for cols in [100u16, 60] {
+            let mut r = TermModel::new(80, 10, 0);
+            r.feed(&out);
+            let start = 7u64;
+            assert!(r.reflow(cols, 10, &out[start as usize..], start));
+            let mut want = TermModel::new(cols, 10, 0);
+            want.feed(&out);
+            assert_eq!(r.contents_formatted(), want.contents_formatted(), "{cols}");
+            assert_eq!((r.seq(), r.lines()), (t.seq(), t.lines()));
+            assert_eq!(r.top_line(), want.top_line(), "{cols}");
+            assert_eq!(r.cursor(), want.cursor());
+        }
+
+        // Not reflowed: same width, a tail that does not end at seq, the
+        // alternate screen.
+        let mut r = TermModel::new(80, 10, 0);
+        r.feed(&out);
+        assert!(!r.reflow(80, 12, &out, 0));
+        assert!(!r.reflow(100, 10, &out[..10], 0));
+        r.feed(b"\x1b[?1049hfull screen");
+        let mut all = out.clone();
+        all.extend_from_slice(b"\x1b[?1049hfull screen");
+        assert!(!r.reflow(100, 10, &all, 0));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use support::{Node, git_commit_all, git_repo, try_wait, wait_until};
+use support::{Node, pair, shared_repo, try_wait, wait_until};
 
 const T: Duration = Duration::from_secs(40);
 
@@ -23,53 +23,6 @@ fn device_id(n: &Node) -> String {
     let o = n.ok(&["device", "show", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     v["device_id"].as_str().unwrap().to_string()
-}
-
-fn sas_of(text: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix("SAS: "))
-        .map(|l| l[..7].to_string())
-        .unwrap_or_else(|| panic!("no SAS in {text}"))
-}
-
-/// `a pair --yes` and `b pair --yes <payload>`; both show the same SAS.
-fn pair(a: &Node, b: &Node) -> String {
-    a.ok(&["daemon", "start"]);
-    b.ok(&["daemon", "start"]);
-    let mut child = a
-        .command(&["pair", "--yes"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = String::new();
-    let payload = loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "pair ended early: {seen}"
-        );
-        seen.push_str(&line);
-        if let Some(p) = line.strip_prefix("invite: ") {
-            break p.trim().to_string();
-        }
-    };
-    assert!(seen.contains("code: "), "{seen}");
-    let joined = b.ok(&["pair", "--yes", &payload]);
-    out.read_to_string(&mut seen).unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child.stderr.unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "inviter failed: {seen}\n{err}");
-    assert_eq!(
-        sas_of(&seen),
-        sas_of(&joined.stdout),
-        "both screens show one code"
-    );
-    assert!(seen.contains("paired with"), "{seen}");
-    assert!(joined.stdout.contains("paired with"), "{joined:?}");
-    payload
 }
 
 fn devices(n: &Node) -> Vec<serde_json::Value> {
@@ -88,19 +41,6 @@ fn connected(n: &Node, other: &str) -> bool {
 
 fn has_agent(n: &Node, name: &str) -> bool {
     n.list_json().iter().any(|a| a["name"] == name)
-}
-
-/// A repository whose clones share one workspace id.
-fn shared_repo(dir: &Path, id: &str) -> git2::Repository {
-    let repo = git_repo(dir);
-    std::fs::create_dir_all(dir.join(".agentos")).unwrap();
-    std::fs::write(
-        dir.join(".agentos/config.toml"),
-        format!("[workspace]\nid = \"{id}\"\n"),
-    )
-    .unwrap();
-    git_commit_all(&repo, "workspace id");
-    repo
 }
 
 #[test]

@@ -1663,6 +1663,88 @@ fn comments_reach_viewers_and_survive_a_daemon_restart() {
 // ----------------------------------------------------------- 6. resume ---
 
 #[test]
+fn comments_sync_between_the_owners_devices_and_reach_live_viewers() {
+    const SYNC: Duration = Duration::from_secs(40);
+    let a = p2p_node("a", false, "/ip4/127.0.0.1/tcp/0");
+    let b = p2p_node("b", false, "/ip4/127.0.0.1/tcp/0");
+    pair(&a, &b);
+    let ra = a.work.join("repo");
+    shared_repo(&ra, "shared-ws-comments");
+    let rb = b.work.join("repo");
+    git2::Repository::clone(ra.to_str().unwrap(), &rb).unwrap();
+    b.ok_in(&rb, &["sync", "enable"]);
+    let rc = a.work.join("rc.sh");
+    std::fs::write(&rc, "PS1='$ '\ntrap 'exit 0' TERM\n").unwrap();
+    a.ok_in(
+        &ra,
+        &[
+            "create",
+            "talk",
+            "--detach",
+            "--isolation",
+            "none",
+            "--",
+            "bash",
+            "--rcfile",
+            rc.to_str().unwrap(),
+            "-i",
+        ],
+    );
+    let mut w = Web {
+        n: a,
+        hostport: String::new(),
+        owner: String::new(),
+    };
+    w.wait_logs("talk", "$");
+    w.refresh();
+    w.send("talk", "echo XMARK-$((6*7))");
+    w.wait_logs("talk", "XMARK-42");
+    let line = line_of(&w.n.ok(&["logs", "talk", "--numbers"]).stdout, "XMARK-42");
+    let mut v = w.owner_join("talk", "watcher");
+
+    // A comment made on A is in the workspace document: B lists it.
+    let out = w.n.ok(&[
+        "comment",
+        "add",
+        "talk",
+        "--line",
+        &line.to_string(),
+        "from a",
+        "--json",
+    ]);
+    let id = json_of(&out)[0]["id"].as_str().unwrap().to_string();
+    wait_until("B lists the comment made on A", SYNC, || {
+        json_of(&b.ok(&["comment", "list", "--json"]))
+            .as_array()
+            .is_some_and(|l| {
+                l.iter()
+                    .any(|c| c["id"] == id.as_str() && c["line"] == line)
+            })
+    });
+
+    // B resolves it: A's live viewer hears of it as soon as the change
+    // arrives by sync (the sessions' safety poll runs every 30 s).
+    let m = v.mark();
+    let t0 = Instant::now();
+    b.ok(&["comment", "resolve", &id]);
+    v.expect(m, "the resolve made on B", |x| {
+        x["type"] == "comment_updated"
+            && x["comment"]["id"] == id.as_str()
+            && x["comment"]["resolved"] == true
+    });
+    let took = t0.elapsed();
+    eprintln!("resolve on B -> A's viewer: {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let listed = json_of(&w.n.ok(&["comment", "list", "talk", "--json"]));
+    assert_eq!(listed[0]["resolved"], true, "{listed}");
+
+    // Adding needs the agent's output lines, which live on A.
+    let o = b.run(&["comment", "add", "talk", "--line", "1", "from b"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("device the agent runs on"), "{o:?}");
+}
+
+#[test]
 fn resume_from_since_replays_exactly_the_missed_bytes() {
     let w = Web::start(&["t1"]);
     let mut v1 = w.guest("t1", "view", "first");
@@ -1765,6 +1847,82 @@ fn resume_from_since_replays_exactly_the_missed_bytes() {
             }
             f => panic!("since {since:?}: expected a snapshot, got {f:?}"),
         }
+    }
+}
+
+/// Cap a client socket's receive buffer (no autotuning to megabytes), as a
+/// viewer on a slow link would have.
+fn small_rcvbuf(ws: &Ws, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let fd = ws.sock.get_ref().as_raw_fd();
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "setsockopt SO_RCVBUF");
+}
+
+#[test]
+fn a_stalled_viewer_is_resynced_by_a_snapshot_and_slows_no_one() {
+    let w = Web::start(&["f1"]);
+    let mut fast = w.guest("f1", "view", "fast");
+    let (_, fi, _) = fast.subscribe("f1", None);
+    let mut slow = w.guest("f1", "view", "slow");
+    small_rcvbuf(&slow, 64 * 1024);
+    let (_, si, _) = slow.subscribe("f1", None);
+    assert!(matches!(slow.first_frame(si), OFrame::Snapshot { .. }));
+    let after_first = slow.wait(si, W, |e| matches!(e, Ev::Bin(_))).unwrap() + 1;
+
+    // About 7.4 MB of output while the slow viewer reads nothing.
+    let flood: u64 = 200_000 * 37;
+    w.send(
+        "f1",
+        "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -n 200000; echo FLOOD-$((6*7))",
+    );
+    // The fast viewer gets to the end without waiting for the stalled one.
+    fast.wait_screen(fi, "FLOOD-42");
+
+    // The stalled viewer reads again: a little old output (what its socket
+    // and its byte budget held), then a snapshot that shows the end.
+    let deadline = Instant::now() + W;
+    let mut i = after_first;
+    let mut stale = 0u64;
+    loop {
+        while i < slow.log.len() {
+            if let Ev::Bin(b) = &slow.log[i] {
+                match decode(b) {
+                    OFrame::Output { data, .. } => stale += data.len() as u64,
+                    OFrame::Snapshot { data, .. } => {
+                        let text = String::from_utf8_lossy(&data);
+                        assert!(
+                            text.contains("FLOOD-42"),
+                            "the resync snapshot shows the current screen"
+                        );
+                        // Bounded by buffers and the 256 KiB budget, not by
+                        // the flood (before: megabytes of kernel buffers).
+                        assert!(
+                            stale < 2 * 1024 * 1024 && stale < flood / 3,
+                            "{stale} bytes of stale output before the resync"
+                        );
+                        let m = slow.mark();
+                        w.send("f1", "echo AFTER-$((6*7))");
+                        slow.wait_screen(m, "AFTER-42");
+                        return;
+                    }
+                }
+            }
+            i += 1;
+        }
+        assert!(
+            slow.pump(deadline),
+            "no resync snapshot after {stale} bytes of output"
+        );
     }
 }
 

@@ -78,7 +78,14 @@ pub struct DocActor {
     chunks: usize,
     swarm: Option<Recipient<FromDoc>>,
     sync: bool,
+    /// The web server, once it is up: told when a remote change lands, so
+    /// live viewers see comments from other devices at once.
+    web: WebSlot,
 }
+
+/// Where the web server's shared state appears once it has started (it
+/// starts after the documents are loaded).
+pub type WebSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::web::WebShared>>>;
 
 fn hex(k: &PeerKey) -> String {
     k.iter().map(|b| format!("{b:02x}")).collect()
@@ -158,6 +165,7 @@ impl DocActor {
             chunks,
             swarm: None,
             sync: false,
+            web: WebSlot::default(),
         };
         if bytes.is_empty() || notice.is_some() {
             a.persist(true);
@@ -369,7 +377,15 @@ impl DocActor {
     fn after_remote(&mut self, before: Vec<agentos_crdt::ChangeHash>) {
         if self.engine.doc.heads() != before {
             self.persist(false);
+            if let Some(w) = self.web.get() {
+                w.doc_changed();
+            }
         }
+    }
+
+    /// Tell the web server (once it is up) about remote changes.
+    pub fn set_web(&mut self, web: WebSlot) {
+        self.web = web;
     }
 }
 

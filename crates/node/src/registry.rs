@@ -69,6 +69,8 @@ pub struct NodeActor {
     streams: Option<libp2p_stream::Control>,
     /// The web server's shared state (absent when it is off or failed).
     web: Option<std::sync::Arc<crate::web::WebShared>>,
+    /// The same, for the document actors (filled once it is up).
+    web_slot: crate::doc_actor::WebSlot,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -163,6 +165,7 @@ impl NodeActor {
             swarm: None,
             streams: None,
             web: None,
+            web_slot: Default::default(),
         }
     }
 
@@ -185,12 +188,13 @@ impl NodeActor {
     /// Load a workspace document and start its actor; also returns the
     /// agents it held at load time (for recovery).
     fn start_doc(&mut self, ws_id: &str) -> (Addr<DocActor>, Vec<AgentRecord>) {
-        let (actor, notice) = DocActor::load(
+        let (mut actor, notice) = DocActor::load(
             ws_id,
             self.store.clone(),
             self.actor_id,
             self.identity.clone(),
         );
+        actor.set_web(self.web_slot.clone());
         if let Some(n) = notice {
             self.notices.push(n);
         }
@@ -795,6 +799,7 @@ pub struct SetWeb {
 impl Handler<SetWeb> for NodeActor {
     type Result = ();
     fn handle(&mut self, msg: SetWeb, _: &mut Context<Self>) {
+        let _ = self.web_slot.set(msg.shared.clone());
         self.web = Some(msg.shared);
     }
 }

@@ -7,9 +7,9 @@
 pub mod relay;
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -480,4 +480,65 @@ impl Drop for Pty {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// The 7-character SAS a pairing screen shows.
+pub fn sas_of(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("SAS: "))
+        .map(|l| l[..7].to_string())
+        .unwrap_or_else(|| panic!("no SAS in {text}"))
+}
+
+/// `a pair --yes` and `b pair --yes <payload>`; both show the same SAS.
+pub fn pair(a: &Node, b: &Node) -> String {
+    a.ok(&["daemon", "start"]);
+    b.ok(&["daemon", "start"]);
+    let mut child = a
+        .command(&["pair", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let payload = loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "pair ended early: {seen}"
+        );
+        seen.push_str(&line);
+        if let Some(p) = line.strip_prefix("invite: ") {
+            break p.trim().to_string();
+        }
+    };
+    assert!(seen.contains("code: "), "{seen}");
+    let joined = b.ok(&["pair", "--yes", &payload]);
+    out.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "inviter failed: {seen}\n{err}");
+    assert_eq!(
+        sas_of(&seen),
+        sas_of(&joined.stdout),
+        "both screens show one code"
+    );
+    assert!(seen.contains("paired with"), "{seen}");
+    assert!(joined.stdout.contains("paired with"), "{joined:?}");
+    payload
+}
+
+/// A repository whose clones share one workspace id.
+pub fn shared_repo(dir: &Path, id: &str) -> git2::Repository {
+    let repo = git_repo(dir);
+    std::fs::create_dir_all(dir.join(".agentos")).unwrap();
+    std::fs::write(
+        dir.join(".agentos/config.toml"),
+        format!("[workspace]\nid = \"{id}\"\n"),
+    )
+    .unwrap();
+    git_commit_all(&repo, "workspace id");
+    repo
 }

@@ -77,14 +77,15 @@ impl CommentEdit {
 }
 
 /// Apply a comment change on behalf of `by`, limited to the agents in
-/// `scope` (a session's agents; everything for the local owner).
+/// `scope`: a session's agents, or `None` for the local owner (every agent
+/// of this node's workspaces, also those on the owner's other devices).
 #[derive(Message)]
 #[rtype(result = "Result<CommentView, ErrorInfo>")]
 pub struct CommentOp {
     pub edit: CommentEdit,
     pub by: PersonId,
     pub by_name: String,
-    pub scope: Vec<String>,
+    pub scope: Option<Vec<String>>,
 }
 
 /// Start (restart) or stop an agent for a web session.
@@ -310,16 +311,11 @@ impl NodeActor {
     }
 
     fn comment_request(&mut self, edit: CommentEdit) -> ResponseActFuture<Self, Response> {
-        let scope: Vec<String> = self
-            .agents
-            .values()
-            .map(|e| e.record.name.clone())
-            .collect();
         let fut = self.comment_op(CommentOp {
             edit,
             by: PersonId(LOCAL_OWNER.into()),
             by_name: local_owner_name(),
-            scope,
+            scope: None,
         });
         Box::pin(fut.map(|r, _, _| match r {
             Ok(c) => Response::Comments { comments: vec![c] },
@@ -354,7 +350,7 @@ impl NodeActor {
                     "a comment needs 1 to 10,000 bytes of text",
                 )));
             }
-            if !scope.contains(&agent) {
+            if scope.as_ref().is_some_and(|s| !s.contains(&agent)) {
                 return ready(Err(err(
                     ErrorCode::PermissionDenied,
                     format!("'{agent}' is not in this session"),
@@ -362,7 +358,11 @@ impl NodeActor {
             }
             let entry = match self.find(&agent) {
                 Ok(e) => e,
-                Err(e) => return ready(Err(e)),
+                Err(e) => {
+                    return ready(Err(e.with_hint(
+                        "a comment is added on the device the agent runs on (its output lines are there); resolve works from any of your devices",
+                    )));
+                }
             };
             let addr = entry.addr.clone();
             let doc = self.doc(&entry.ws_id.clone());
@@ -429,7 +429,7 @@ impl NodeActor {
                 }),
             );
         }
-        let docs = self.docs_for(Some(&scope));
+        let docs = self.docs_for(scope.as_deref());
         Box::pin(
             async move {
                 let id = match &edit {
@@ -447,15 +447,14 @@ impl NodeActor {
                         break;
                     }
                 }
-                let (doc, c) =
-                    found
-                        .filter(|(_, c)| scope.contains(&c.agent))
-                        .ok_or_else(|| {
-                            err(
-                                ErrorCode::InvalidArgument,
-                                format!("no comment '{id}' here"),
-                            )
-                        })?;
+                let (doc, c) = found
+                    .filter(|(_, c)| scope.as_ref().is_none_or(|s| s.contains(&c.agent)))
+                    .ok_or_else(|| {
+                        err(
+                            ErrorCode::InvalidArgument,
+                            format!("no comment '{id}' here"),
+                        )
+                    })?;
                 if c.deleted_at_ms.is_some() {
                     return Err(err(
                         ErrorCode::InvalidArgument,

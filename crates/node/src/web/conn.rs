@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentos_actors::agent::{SUBSCRIBER_QUEUE, WireEvent};
+use agentos_actors::agent::{WIRE_BACKLOG, WIRE_FRAMES, WireEvent};
+use agentos_actors::wire_queue::wire_queue;
 use agentos_proto::ws::{
     self, AgentView, ClientMsg, CloseReason, Frame, PersonView, ServerMsg, WS_VERSION,
 };
@@ -181,7 +182,7 @@ pub async fn serve(shared: Arc<WebShared>, socket: WebSocket, ip: IpAddr, cookie
         }
     };
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Outbound>(CONTROL_QUEUE);
-    let (wire_tx, mut wire_rx) = mpsc::channel::<WireEvent>(SUBSCRIBER_QUEUE);
+    let (wire_tx, mut wire_rx) = wire_queue(WIRE_FRAMES, WIRE_BACKLOG);
     if sess
         .send(Join {
             conn,
@@ -214,12 +215,14 @@ pub async fn serve(shared: Arc<WebShared>, socket: WebSocket, ip: IpAddr, cookie
                 None => break None,
             },
             ev = wire_rx.recv() => match ev {
-                Some(WireEvent::Frame(b)) => {
+                // `_written` keeps the frame in the viewer's backlog until
+                // the socket has taken it.
+                Some((WireEvent::Frame(b), _written)) => {
                     shared.metrics.frame(b.len());
                     if sink.send(Message::Binary(b)).await.is_err() { break None; }
                 }
                 // The session reports exits as `terminal_exited`.
-                Some(WireEvent::Exited { .. }) => {}
+                Some((WireEvent::Exited { .. }, _)) => {}
                 None => break None,
             },
             msg = stream.next() => match msg {

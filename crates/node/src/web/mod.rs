@@ -253,6 +253,14 @@ impl WebShared {
         }
     }
 
+    /// The workspace document changed by sync from another device: every
+    /// session re-reads its comments and sends viewers what changed.
+    pub fn doc_changed(&self) {
+        for s in lock(&self.sessions).values() {
+            s.do_send(session::RefreshComments);
+        }
+    }
+
     /// Input that no web person typed (`agentos send`): viewers of the
     /// agent see who sent it.
     pub fn foreign_input(&self, agent: &str, by: agentos_proto::ws::InputSource) {
@@ -424,14 +432,10 @@ pub fn start(
                 });
                 let make = app.into_make_service_with_connect_info::<SocketAddr>();
                 let r = match tls {
-                    // TCP_NODELAY: a keystroke's echo must not wait for a
-                    // delayed ACK (40 ms here).
                     None => match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => {
                             use axum::serve::ListenerExt;
-                            let l = l.tap_io(|s| {
-                                let _ = s.set_nodelay(true);
-                            });
+                            let l = l.tap_io(tune_socket);
                             axum::serve(l, make).await.map_err(|e| e.to_string())
                         }
                         Err(e) => Err(e.to_string()),
@@ -444,7 +448,7 @@ pub fn start(
                             Ok(cfg) => axum_server::from_tcp(listener)
                                 .acceptor(
                                     axum_server::tls_rustls::RustlsAcceptor::new(cfg)
-                                        .acceptor(axum_server::accept::NoDelayAcceptor::new()),
+                                        .acceptor(TunedAcceptor),
                                 )
                                 .serve(make)
                                 .await
@@ -461,4 +465,35 @@ pub fn start(
         .map_err(|e| ErrorInfo::new(ErrorCode::WebUnavailable, e.to_string()))?;
     info!(url = %plan.base_url, tls = plan.tls.is_some(), "web server listening");
     Ok(shared)
+}
+
+/// Unsent bytes a viewer's socket holds at most
+/// ([`tune_socket`]); bytes in flight are not limited by it.
+const NOTSENT_LOWAT: u32 = 64 * 1024;
+
+/// Every accepted connection:
+/// - `TCP_NODELAY`: a keystroke's echo must not wait for a delayed ACK
+///   (40 ms here);
+/// - `TCP_NOTSENT_LOWAT`: the kernel keeps at most [`NOTSENT_LOWAT`] unsent
+///   bytes, so a slow viewer's backlog stays in its queue, where the agent
+///   sees it and resyncs the viewer with a snapshot, instead of megabytes of
+///   stale output waiting in the socket's send buffer.
+fn tune_socket(s: &mut tokio::net::TcpStream) {
+    let _ = s.set_nodelay(true);
+    let _ = socket2::SockRef::from(&*s).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+}
+
+/// [`tune_socket`] for the TLS server (under rustls).
+#[derive(Debug, Clone, Copy)]
+struct TunedAcceptor;
+
+impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for TunedAcceptor {
+    type Stream = tokio::net::TcpStream;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, mut stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        tune_socket(&mut stream);
+        std::future::ready(Ok((stream, service)))
+    }
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use agentos_actors::agent::{self as agent_msgs, AgentActor, SubscriberId, WireEvent};
+use agentos_actors::agent::{self as agent_msgs, AgentActor, SubscriberId};
+use agentos_actors::wire_queue::WireTx;
 use agentos_proto::ws::{
     AgentView, Channel, ClientMsg, CloseReason, CommentView, InputSource, Permission, PersonId,
     PersonView, ServerMsg,
@@ -43,7 +44,7 @@ struct Person {
 struct Conn {
     person: PersonId,
     tx: mpsc::Sender<Outbound>,
-    wire: mpsc::Sender<WireEvent>,
+    wire: WireTx,
     /// agent name → (channel, subscription)
     subs: BTreeMap<String, (Channel, SubscriberId)>,
 }
@@ -62,6 +63,9 @@ pub struct SessionActor {
     /// Comments as last sent to viewers (to spot changes synced in from
     /// other devices).
     comments: HashMap<String, CommentView>,
+    /// A comment read is in flight / another was asked for meanwhile.
+    comments_reading: bool,
+    comments_stale: bool,
     span: tracing::Span,
 }
 
@@ -91,6 +95,8 @@ impl SessionActor {
             requests: Vec::new(),
             last_input_by: HashMap::new(),
             comments: HashMap::new(),
+            comments_reading: false,
+            comments_stale: false,
             span,
         }
     }
@@ -621,7 +627,7 @@ impl SessionActor {
             edit,
             by: person.clone(),
             by_name: name,
-            scope: self.agents.iter().map(|a| a.name.clone()).collect(),
+            scope: Some(self.agents.iter().map(|a| a.name.clone()).collect()),
         };
         let node = self.shared.node.clone();
         async move { node.send(op).await }
@@ -639,9 +645,16 @@ impl SessionActor {
             .spawn(ctx);
     }
 
-    /// Comments can also change on another device and arrive by sync:
-    /// compare with what viewers were sent and send the difference.
+    /// Comments can also change on another device and arrive by sync
+    /// ([`RefreshComments`], and a slow poll as a safety net): compare with
+    /// what viewers were sent and send the difference. One read at a time;
+    /// a refresh asked for during a read runs right after it.
     fn poll_comments(&mut self, ctx: &mut Context<Self>) {
+        if self.comments_reading {
+            self.comments_stale = true;
+            return;
+        }
+        self.comments_reading = true;
         let agents = self.agents.iter().map(|a| a.name.clone()).collect();
         let node = self.shared.node.clone();
         async move {
@@ -650,7 +663,11 @@ impl SessionActor {
                 .unwrap_or_default()
         }
         .into_actor(self)
-        .map(|list: Vec<CommentView>, act, _| {
+        .map(|list: Vec<CommentView>, act, ctx| {
+            act.comments_reading = false;
+            if std::mem::take(&mut act.comments_stale) {
+                act.poll_comments(ctx);
+            }
             for c in list {
                 match act.comments.get(&c.id.0) {
                     Some(old) if *old == c => {}
@@ -764,7 +781,7 @@ impl Actor for SessionActor {
         self.span.in_scope(|| tracing::info!("session opened"));
         self.poll_states(ctx);
         ctx.run_interval(Duration::from_millis(500), |act, ctx| act.poll_states(ctx));
-        ctx.run_interval(Duration::from_secs(2), |act, ctx| act.poll_comments(ctx));
+        ctx.run_interval(Duration::from_secs(30), |act, ctx| act.poll_comments(ctx));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -780,7 +797,7 @@ pub struct Join {
     pub conn: ConnId,
     pub session: super::auth::WebSession,
     pub tx: mpsc::Sender<Outbound>,
-    pub wire: mpsc::Sender<WireEvent>,
+    pub wire: WireTx,
     pub auth_ok: ServerMsg,
 }
 
@@ -959,7 +976,19 @@ impl Handler<ForeignInput> for SessionActor {
     }
 }
 
-/// A comment changed (from any session, the CLI, or another device).
+/// The workspace document changed by sync: re-read the comments.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshComments;
+
+impl Handler<RefreshComments> for SessionActor {
+    type Result = ();
+    fn handle(&mut self, _: RefreshComments, ctx: &mut Context<Self>) {
+        self.poll_comments(ctx);
+    }
+}
+
+/// A comment changed (from any session, the CLI, or this device).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CommentChanged {
