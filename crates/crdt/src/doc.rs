@@ -8,8 +8,9 @@ use crate::model::{ActorId, AgentId, AgentRecord, Comment, SessionRecord, StateT
 use crate::schema::{self, *};
 
 /// Version written to the root `"version"` key by the latest genesis change
-/// (v1: `agents`, `sessions`; v2: `comments`).
-pub const SCHEMA_VERSION: u64 = 2;
+/// (v1: `agents`, `sessions`; v2: `comments`; v3: `tasks`, `decisions`,
+/// `context`).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Largest [`Comment::text`], in bytes.
 pub const MAX_COMMENT_TEXT_BYTES: usize = 10_000;
@@ -40,7 +41,9 @@ const GENESIS_ACTOR: [u8; 16] = [0; 16];
 /// all-zero actor, at time 0:
 ///
 /// 1. seq 1 (v1): root maps `agents`, `sessions`, `version = 1`;
-/// 2. seq 2 (v2, depends on seq 1): root map `comments`, `version = 2`.
+/// 2. seq 2 (v2, depends on seq 1): root map `comments`, `version = 2`;
+/// 3. seq 3 (v3, depends on seq 2): root maps `tasks`, `decisions`, root
+///    text `context`, `version = 3` (the workspace memory, `memory.rs`).
 ///
 /// [`new`](Self::new) contains both; [`load`](Self::load) applies both, so a
 /// v1 document migrates when it is loaded (the migration reaches disk with
@@ -83,7 +86,7 @@ const GENESIS_ACTOR: [u8; 16] = [0; 16];
 ///   random, so only by accident), fields and resolution come from the
 ///   winning map while reactions and deletion are unioned over all copies.
 pub struct WorkspaceDoc {
-    doc: AutoCommit,
+    pub(crate) doc: AutoCommit,
 }
 
 impl std::fmt::Debug for WorkspaceDoc {
@@ -115,6 +118,13 @@ fn genesis() -> AutoCommit {
     let ok = doc.put_object(ROOT, COMMENTS, ObjType::Map).is_ok()
         && doc.put(ROOT, VERSION, 2_u64).is_ok();
     debug_assert!(ok, "genesis v2 ops on the v1 genesis");
+    doc.commit_with(CommitOptions::default().with_time(0));
+    // v3: seq 3, depending only on the v2 change: the workspace memory.
+    let ok = doc.put_object(ROOT, TASKS, ObjType::Map).is_ok()
+        && doc.put_object(ROOT, DECISIONS, ObjType::Map).is_ok()
+        && doc.put_object(ROOT, CONTEXT, ObjType::Text).is_ok()
+        && doc.put(ROOT, VERSION, 3_u64).is_ok();
+    debug_assert!(ok, "genesis v3 ops on the v2 genesis");
     doc.commit_with(CommitOptions::default().with_time(0));
     debug_assert_eq!(schema::get_u64(&doc, &ROOT, VERSION), Some(SCHEMA_VERSION));
     doc
@@ -316,7 +326,7 @@ impl WorkspaceDoc {
     // ------------------------------------------------------------ helpers
 
     /// Run `f` as one change: committed on success, rolled back on error.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &mut self,
         f: impl FnOnce(&mut AutoCommit) -> Result<T, CrdtError>,
     ) -> Result<T, CrdtError> {

@@ -30,6 +30,16 @@ pub enum CrdtError {
     /// by a comment with different content.
     #[error("comment {0} already exists with different content; use a new id")]
     CommentExists(String),
+    /// No task with this id in the document.
+    #[error("unknown task {0} (a task made on another device appears here once it has synced)")]
+    TaskNotFound(String),
+    /// No decision with this id in the document.
+    #[error("unknown decision {0}")]
+    DecisionNotFound(String),
+    /// [`crate::WorkspaceDoc::claim_task`] while someone else's claim holds
+    /// the task.
+    #[error("task {id} is claimed by {by}")]
+    TaskClaimed { id: String, by: String },
     /// An argument breaks a documented limit (empty id, oversized text,
     /// empty or oversized emoji, ...). Nothing was written.
     #[error("invalid input: {0}")]

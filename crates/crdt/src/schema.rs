@@ -11,6 +11,9 @@ pub(crate) const VERSION: &str = "version";
 pub(crate) const AGENTS: &str = "agents";
 pub(crate) const SESSIONS: &str = "sessions";
 pub(crate) const COMMENTS: &str = "comments";
+pub(crate) const TASKS: &str = "tasks";
+pub(crate) const DECISIONS: &str = "decisions";
+pub(crate) const CONTEXT: &str = "context";
 
 pub(crate) const NAME: &str = "name";
 pub(crate) const AGENT_TYPE: &str = "agent_type";

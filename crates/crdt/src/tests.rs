@@ -515,7 +515,7 @@ fn genesis_v1_change_is_unchanged() {
     let mut doc = WorkspaceDoc::new(actor(1));
     let changes: Vec<automerge::Change> =
         doc.changes_since(&[]).iter().map(|b| decode(b)).collect();
-    assert_eq!(changes.len(), 2, "v1 and v2 genesis");
+    assert_eq!(changes.len(), 3, "v1, v2 and v3 genesis");
     assert_eq!(changes[0].hash(), v1[0]);
 }
 
@@ -534,10 +534,15 @@ fn genesis_v2_change_is_deterministic() {
     assert_eq!(v2.seq(), 2);
     assert_eq!(v2.timestamp(), 0);
     assert_eq!(v2.deps(), &[changes[0].hash()]);
-    assert_eq!(a.heads(), vec![v2.hash()]);
-    assert_eq!(a.schema_version(), Some(2));
-    assert_eq!(SCHEMA_VERSION, 2);
+    let v3 = &changes[2];
+    assert_eq!((v3.seq(), v3.timestamp()), (3, 0));
+    assert_eq!(v3.deps(), &[v2.hash()]);
+    assert_eq!(a.heads(), vec![v3.hash()]);
+    assert_eq!(a.schema_version(), Some(3));
+    assert_eq!(SCHEMA_VERSION, 3);
     assert!(a.comments().is_empty());
+    assert!(a.tasks().is_empty() && a.decisions().is_empty());
+    assert_eq!(a.context(), "");
     // No local change was made: genesis is not this replica's.
     assert_eq!(a.last_local_change(), None);
 }
@@ -566,7 +571,7 @@ fn v1_document_migrates_on_load() {
         .collect();
     all.sort();
     assert!(all.contains(&v2_hash));
-    assert_eq!(all.len(), 3, "v1 genesis, agent, v2 genesis");
+    assert_eq!(all.len(), 4, "v1 genesis, agent, v2 and v3 genesis");
 
     // The migration reaches disk with the next incremental save.
     let chunk = loaded.save_incremental();
@@ -578,7 +583,7 @@ fn v1_document_migrates_on_load() {
         automerge::ReadDoc::get(&raw, automerge::ROOT, "version")
             .unwrap()
             .map(|(v, _)| v.as_u64()),
-        Some(Some(2))
+        Some(Some(3))
     );
     // Loading an already migrated document adds nothing.
     let mut again = WorkspaceDoc::load(&file, actor(3)).unwrap();
