@@ -5,6 +5,7 @@
 mod attach;
 mod client;
 mod container_run;
+mod memory_cmd;
 mod p2p_cmd;
 mod relay_cmd;
 mod security;
@@ -199,6 +200,15 @@ enum Cmd {
     /// Comments anchored to output lines: add, list, resolve.
     #[command(subcommand)]
     Comment(share_cmd::CommentCmd),
+    /// The workspace's shared tasks: add, list, ready, claim, release,
+    /// update, close, delete.
+    Task(memory_cmd::TaskArgs),
+    /// The workspace's decisions: add, list, delete.
+    Decision(memory_cmd::DecisionArgs),
+    /// The workspace's context: show, set.
+    Context(memory_cmd::ContextArgs),
+    /// The whole workspace memory: tasks, decisions, context.
+    Memory(memory_cmd::Scope),
     /// Join a shared session from a link, in this terminal, with the
     /// link's rights. The detach key (or `agentos leave`) leaves.
     Join {
@@ -281,6 +291,9 @@ enum DaemonCmd {
         #[arg(long)]
         kill_agents: bool,
     },
+    /// Stop the daemon (agents keep running) and start it again: it
+    /// re-reads its configuration and adopts the agents.
+    Restart,
     /// Is it running? pid, uptime, memory, agents.
     Status,
     /// The daemon's JSON log.
@@ -734,6 +747,10 @@ fn run(ctx: &Ctx, cmd: Cmd) -> Res {
         Cmd::Share(a) => share_cmd::share(ctx, a),
         Cmd::Web { expires } => share_cmd::web(ctx, expires),
         Cmd::Comment(c) => share_cmd::comment(ctx, c),
+        Cmd::Task(a) => memory_cmd::task(ctx, a),
+        Cmd::Decision(a) => memory_cmd::decision(ctx, a),
+        Cmd::Context(a) => memory_cmd::context(ctx, a),
+        Cmd::Memory(s) => memory_cmd::memory(ctx, s),
         Cmd::Join {
             link,
             name,
@@ -1047,6 +1064,10 @@ fn daemon_cmd(ctx: &Ctx, d: DaemonCmd) -> Res {
                 ));
             }
             Ok(0)
+        }
+        DaemonCmd::Restart => {
+            daemon_cmd(ctx, DaemonCmd::Stop { kill_agents: false })?;
+            daemon_cmd(ctx, DaemonCmd::Start { foreground: false })
         }
         DaemonCmd::Stop { kill_agents } => {
             let Some(mut c) = Client::connect(&ctx.home)? else {

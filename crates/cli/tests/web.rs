@@ -9,6 +9,7 @@
 
 mod support;
 
+use agentos_proto::memory::MemoryOp;
 use agentos_proto::ws::{self, Channel, ClientMsg, CommentId, Frame, Permission, PersonId};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -655,6 +656,7 @@ const MATRIX: &[(&str, [bool; 4])] = &[
     ("permission_change", [false, false, false, true]),
     ("transfer_ownership", [false, false, false, true]),
     ("kick", [false, false, false, true]),
+    ("memory_edit", [false, false, true, true]),
     ("agent_stop", [false, false, true, true]),
     ("agent_start", [false, false, true, true]),
     ("session_leave", [true, true, true, true]),
@@ -684,6 +686,7 @@ fn matrix_row(m: &ClientMsg) -> Option<&'static str> {
         ClientMsg::CommentReact { .. } => "comment_react",
         ClientMsg::AgentStart { .. } => "agent_start",
         ClientMsg::AgentStop { .. } => "agent_stop",
+        ClientMsg::MemoryEdit { .. } => "memory_edit",
         ClientMsg::Ping {} => "ping",
     })
 }
@@ -744,6 +747,12 @@ fn matrix_msg(kind: &str, c: &MatrixCtx) -> ClientMsg {
         },
         "agent_start" => ClientMsg::AgentStart { agent },
         "agent_stop" => ClientMsg::AgentStop { agent },
+        "memory_edit" => ClientMsg::MemoryEdit {
+            op: MemoryOp::TaskAdd {
+                title: format!("task of {agent}"),
+                notes: String::new(),
+            },
+        },
         other => panic!("no message for {other}"),
     };
     assert_eq!(matrix_row(&m), Some(kind));
@@ -1036,6 +1045,31 @@ fn run_matrix_level(w: &Web, li: usize) {
                 // Refused: the session and its links still work.
                 o.ping();
             }
+            "memory_edit" => {
+                let title = format!("task of {agent}");
+                if expect {
+                    // Everyone in the session (the owner too) gets the memory.
+                    for (who, log, from) in [("subject", &mut s, m), ("owner", &mut o, mo)] {
+                        let t = title.clone();
+                        log.expect(from, &format!("{who}: memory with the new task"), |v| {
+                            v["type"] == "memory"
+                                && v["memory"]["tasks"]
+                                    .as_array()
+                                    .is_some_and(|ts| ts.iter().any(|x| x["title"] == t.as_str()))
+                        });
+                    }
+                } else {
+                    let tasks = json_of(&w.n.ok(&["task", "list", "--all", "--json"]));
+                    assert!(
+                        !tasks
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|x| x["title"] == title.as_str()),
+                        "{what}: the task was added: {tasks}"
+                    );
+                }
+            }
             other => panic!("no effect check for {other}"),
         }
         let _ = mo;
@@ -1070,7 +1104,7 @@ fn permission_matrix_holds_for_every_message_and_level() {
     for k in kinds.iter().filter(|k| **k != "input") {
         matrix_msg(k, &dummy);
     }
-    assert_eq!(kinds.len(), 20 + 1, "every ClientMsg but auth, and input");
+    assert_eq!(kinds.len(), 21 + 1, "every ClientMsg but auth, and input");
     let agents: Vec<String> = LEVELS.iter().map(|l| format!("m-{l}")).collect();
     let names: Vec<&str> = agents.iter().map(String::as_str).collect();
     let w = Web::start(&names);
@@ -1742,6 +1776,108 @@ fn comments_sync_between_the_owners_devices_and_reach_live_viewers() {
     let o = b.run(&["comment", "add", "talk", "--line", "1", "from b"]);
     assert_ne!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("device the agent runs on"), "{o:?}");
+}
+
+/// The memory message whose tasks include one titled `title`.
+fn has_task(title: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |v| {
+        v["type"] == "memory"
+            && v["memory"]["tasks"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["title"] == title))
+    }
+}
+
+#[test]
+fn the_shared_memory_is_edited_at_edit_level_and_reaches_everyone() {
+    let w = Web::start(&["mem"]);
+    let mut v = w.guest("mem", "view", "vic");
+    let mut e1 = w.guest("mem", "edit", "eve");
+    let mut e2 = w.guest("mem", "edit", "ed");
+    v.ping();
+
+    // A task added from the CLI (by an agent or the owner) reaches a
+    // view-level viewer at once.
+    let m = v.mark();
+    let t0 = Instant::now();
+    let out = w.n.ok(&["task", "add", "review the diff", "--json"]);
+    let id = json_of(&out)["id"].as_str().unwrap().to_string();
+    v.expect(m, "the CLI's task", has_task("review the diff"));
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(200), "memory after {took:?}");
+
+    // Edit level claims it; a second claim by someone else is refused.
+    let m = v.mark();
+    e1.send_msg(&ClientMsg::MemoryEdit {
+        op: MemoryOp::TaskClaim { id: id.clone() },
+    });
+    let got = v.expect(m, "eve's claim", |x| {
+        x["type"] == "memory"
+            && x["memory"]["tasks"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["holder"] == "eve"))
+    });
+    assert_eq!(got["memory"]["tasks"][0]["status"], "in_progress");
+    let m2 = e2.mark();
+    e2.send_msg(&ClientMsg::MemoryEdit {
+        op: MemoryOp::TaskClaim { id: id.clone() },
+    });
+    // Answered once the document has refused it (after any pong).
+    let r = e2.expect(m2, "a refused claim", |x| {
+        x["type"] == "error" && x["refused"] == "memory_edit"
+    });
+    assert_eq!(r["code"], "E028", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("eve"), "{r}");
+
+    // Decisions and the context, from the browser's side; the CLI and the
+    // projections in the workspace see them.
+    let m = v.mark();
+    e2.send_msg(&ClientMsg::MemoryEdit {
+        op: MemoryOp::DecisionAdd {
+            text: "Merge after review".into(),
+        },
+    });
+    e2.send_msg(&ClientMsg::MemoryEdit {
+        op: MemoryOp::ContextSet {
+            text: "# Shared context\n".into(),
+        },
+    });
+    v.expect(m, "the context", |x| {
+        x["type"] == "memory" && x["memory"]["context"] == "# Shared context\n"
+    });
+    let decisions = json_of(&w.n.ok(&["decision", "list", "--json"]));
+    assert_eq!(decisions[0]["text"], "Merge after review");
+    assert_eq!(decisions[0]["by"], "ed");
+    let dir = w.n.work.join(".agentos/memory");
+    wait_until("the projections are written", W, || {
+        std::fs::read_to_string(dir.join("context.md")).is_ok_and(|c| c == "# Shared context\n")
+    });
+    assert!(
+        std::fs::read_to_string(dir.join("tasks.jsonl"))
+            .unwrap()
+            .contains("review the diff")
+    );
+
+    // View level cannot edit; nothing changes.
+    let m = v.mark();
+    v.send_msg(&ClientMsg::MemoryEdit {
+        op: MemoryOp::TaskAdd {
+            title: "sneaky".into(),
+            notes: String::new(),
+        },
+    });
+    let pong = v.ping();
+    let r = v.refusal(m, pong, "memory_edit").expect("view is refused");
+    assert_eq!(r["code"], "E021");
+    let all = json_of(&w.n.ok(&["task", "list", "--all", "--json"]));
+    assert!(!all.to_string().contains("sneaky"), "{all}");
+
+    // A late joiner gets the memory right after the session state.
+    let mut late = w.guest("mem", "view", "late");
+    let i = late
+        .wait_msg(0, W, has_task("review the diff"))
+        .expect("the memory for a late joiner");
+    assert!(matches!(&late.log[i], Ev::Text(_)));
 }
 
 #[test]

@@ -81,6 +81,11 @@ pub struct DocActor {
     /// The web server, once it is up: told when a remote change lands, so
     /// live viewers see comments from other devices at once.
     web: WebSlot,
+    /// The workspace's directory, where the memory projections go (known
+    /// once a client names it, or from the store's workspace index).
+    root: Option<std::path::PathBuf>,
+    /// The projections last written there.
+    projected: Option<crate::memory::Projections>,
 }
 
 /// Where the web server's shared state appears once it has started (it
@@ -166,6 +171,8 @@ impl DocActor {
             swarm: None,
             sync: false,
             web: WebSlot::default(),
+            root: None,
+            projected: None,
         };
         if bytes.is_empty() || notice.is_some() {
             a.persist(true);
@@ -224,26 +231,32 @@ impl DocActor {
     }
 
     pub fn apply(&mut self, op: DocOp, durable: bool) -> Result<(), String> {
+        self.write(|doc| apply_op(doc, op), durable).map_err(|e| {
+            warn!(workspace = %self.ws_id, error = %e, "document operation refused");
+            e.to_string()
+        })
+    }
+
+    /// One local change: sealed and sent when sync is on, then persisted.
+    fn write(
+        &mut self,
+        f: impl FnOnce(&mut WorkspaceDoc) -> Result<(), CrdtError>,
+        durable: bool,
+    ) -> Result<(), CrdtError> {
         let r = if self.sync_on() {
             let before = self.engine.seq();
-            let r = self.engine.write(|doc| apply_op(doc, op));
+            let r = self.engine.write(f);
             if self.engine.seq() != before {
                 self.save_seq();
             }
             r.map(|outs| self.send(outs))
         } else {
-            apply_op(&mut self.engine.doc, op)
+            f(&mut self.engine.doc)
         };
-        match r {
-            Ok(()) => {
-                self.persist(durable);
-                Ok(())
-            }
-            Err(e) => {
-                warn!(workspace = %self.ws_id, error = %e, "document operation refused");
-                Err(e.to_string())
-            }
+        if r.is_ok() {
+            self.persist(durable);
         }
+        r
     }
 }
 
@@ -301,6 +314,75 @@ impl Handler<ListComments> for DocActor {
     type Result = MessageResult<ListComments>;
     fn handle(&mut self, _: ListComments, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.engine.doc.comments())
+    }
+}
+
+/// Edit the workspace memory on behalf of `by`; answers the memory after
+/// the edit and the id the edit made or touched.
+#[derive(Message)]
+#[rtype(
+    result = "Result<(agentos_proto::memory::MemoryView, Option<String>), agentos_proto::ErrorInfo>"
+)]
+pub struct MemoryApply {
+    pub op: agentos_proto::memory::MemoryOp,
+    pub by: String,
+    pub at_ms: u64,
+}
+
+impl Handler<MemoryApply> for DocActor {
+    type Result =
+        Result<(agentos_proto::memory::MemoryView, Option<String>), agentos_proto::ErrorInfo>;
+    fn handle(&mut self, msg: MemoryApply, _: &mut Context<Self>) -> Self::Result {
+        let _span = tracing::debug_span!("doc", ws = %self.ws_id).entered();
+        let mut out: Result<Option<String>, agentos_proto::ErrorInfo> = Ok(None);
+        let kind = msg.op.kind();
+        let r = self.write(
+            |doc| {
+                out = crate::memory::apply(doc, msg.op, &msg.by, msg.at_ms);
+                Ok(())
+            },
+            true,
+        );
+        if let Err(e) = r {
+            return Err(agentos_proto::ErrorInfo::new(
+                agentos_proto::ErrorCode::Internal,
+                e.to_string(),
+            ));
+        }
+        let changed = out?;
+        debug!(workspace = %self.ws_id, op = kind, by = %msg.by, "memory edited");
+        self.project();
+        Ok((crate::memory::view(&self.ws_id, &self.engine.doc), changed))
+    }
+}
+
+/// The workspace memory.
+#[derive(Message)]
+#[rtype(result = "agentos_proto::memory::MemoryView")]
+pub struct GetMemory;
+
+impl Handler<GetMemory> for DocActor {
+    type Result = MessageResult<GetMemory>;
+    fn handle(&mut self, _: GetMemory, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(crate::memory::view(&self.ws_id, &self.engine.doc))
+    }
+}
+
+/// The workspace's directory (where `.agentos/memory/` goes).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRoot {
+    pub root: std::path::PathBuf,
+}
+
+impl Handler<SetRoot> for DocActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetRoot, _: &mut Context<Self>) {
+        if self.root.as_ref() != Some(&msg.root) {
+            self.root = Some(msg.root);
+            self.projected = None;
+            self.project();
+        }
     }
 }
 
@@ -377,10 +459,28 @@ impl DocActor {
     fn after_remote(&mut self, before: Vec<agentos_crdt::ChangeHash>) {
         if self.engine.doc.heads() != before {
             self.persist(false);
+            self.project();
             if let Some(w) = self.web.get() {
                 w.doc_changed();
             }
         }
+    }
+
+    /// Rewrite the memory projections if they changed (and the workspace's
+    /// directory is known).
+    fn project(&mut self) {
+        let Some(root) = &self.root else { return };
+        match crate::memory::project(root, &self.engine.doc, self.projected.as_ref()) {
+            Ok(p) => self.projected = p,
+            Err(e) => {
+                warn!(workspace = %self.ws_id, dir = %root.display(), error = %e, "could not write the memory projections")
+            }
+        }
+    }
+
+    /// Where the memory projections go (before the actor starts).
+    pub fn set_root(&mut self, root: std::path::PathBuf) {
+        self.root = Some(root);
     }
 
     /// Tell the web server (once it is up) about remote changes.

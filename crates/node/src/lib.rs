@@ -11,6 +11,7 @@ pub mod devcontainer;
 pub mod doc_actor;
 pub mod hooks;
 pub mod ipc;
+pub mod memory;
 pub mod paths;
 pub mod proxy;
 pub mod registry;

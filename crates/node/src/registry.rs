@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 mod container_ops;
 mod git_ops;
+pub mod memory_ops;
 mod p2p_ops;
 mod sandbox_ops;
 pub mod web_ops;
@@ -195,6 +196,15 @@ impl NodeActor {
             self.identity.clone(),
         );
         actor.set_web(self.web_slot.clone());
+        // The memory projections go to the workspace's directory.
+        if let Some((_, path)) = self
+            .store
+            .workspaces()
+            .into_iter()
+            .find(|(id, _)| id == ws_id)
+        {
+            actor.set_root(crate::workspace::resolve(std::path::Path::new(&path)).root);
+        }
         if let Some(n) = notice {
             self.notices.push(n);
         }
@@ -1354,6 +1364,7 @@ impl Handler<ClientRequest> for NodeActor {
             | Request::CommentAdd { .. }
             | Request::CommentList { .. }
             | Request::CommentResolve { .. }) => self.web_request(req),
+            Request::Memory { workspace, op, by } => self.memory_request(workspace, op, by),
             Request::Stop { name } => match self.find(&name) {
                 Err(e) => ready(error_response(e)),
                 Ok(e) => {

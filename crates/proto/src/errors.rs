@@ -65,6 +65,10 @@ pub enum ErrorCode {
     RateLimited,
     /// E027: the web server could not start (address in use, bad TLS files).
     WebUnavailable,
+    /// E028: a task is held by someone else's claim (or is closed).
+    TaskClaimed,
+    /// E029: no task or decision with this id in the workspace memory.
+    MemoryNotFound,
 }
 
 impl ErrorCode {
@@ -98,6 +102,8 @@ impl ErrorCode {
             ErrorCode::ShareInvalid => "E025",
             ErrorCode::RateLimited => "E026",
             ErrorCode::WebUnavailable => "E027",
+            ErrorCode::TaskClaimed => "E028",
+            ErrorCode::MemoryNotFound => "E029",
         }
     }
 
@@ -186,6 +192,12 @@ impl ErrorCode {
             ErrorCode::WebUnavailable => {
                 "set another address in `[web] listen` of ~/.agentos/config.toml (or `AGENTOS_WEB_LISTEN`), then `agentos daemon restart`"
             }
+            ErrorCode::TaskClaimed => {
+                "pick a free one with `agentos task ready`, or ask its holder to `agentos task release <id>`"
+            }
+            ErrorCode::MemoryNotFound => {
+                "list them with `agentos task list --all` or `agentos decision list`; ids from another device appear once it has synced"
+            }
         }
     }
 }
@@ -260,6 +272,8 @@ mod tests {
             ErrorCode::ShareInvalid,
             ErrorCode::RateLimited,
             ErrorCode::WebUnavailable,
+            ErrorCode::TaskClaimed,
+            ErrorCode::MemoryNotFound,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort();

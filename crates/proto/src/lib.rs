@@ -14,6 +14,7 @@
 //! by a bincode 2 (serde, standard config) payload of at most [`MAX_FRAME`] bytes.
 
 mod errors;
+pub mod memory;
 mod messages;
 pub mod peer;
 pub mod ws;
@@ -26,7 +27,7 @@ use std::io::{Read, Write};
 
 /// Version of the client ⇄ daemon and daemon ⇄ holder protocols. Bump on any
 /// change to the message enums below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Hello magic for a CLI (or any) client talking to the daemon.
 pub const CLIENT_MAGIC: [u8; 4] = *b"AGOS";
 /// Hello magic for the daemon talking to a PTY holder.

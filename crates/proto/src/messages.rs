@@ -302,6 +302,14 @@ pub enum Request {
         id: String,
         resolved: bool,
     },
+    /// The workspace memory of the workspace at `workspace` (a directory in
+    /// it): shown (`op: None`) or edited. `by` names who edits (an agent
+    /// running the CLI, or the local user).
+    Memory {
+        workspace: String,
+        op: Option<crate::memory::MemoryOp>,
+        by: String,
+    },
 }
 
 /// A share link just made (the secret is shown once and never stored).
@@ -453,6 +461,12 @@ pub enum Response {
     },
     Comments {
         comments: Vec<crate::ws::CommentView>,
+    },
+    /// The memory after the request (`changed`: the id the edit made or
+    /// touched, when it has one).
+    Memory {
+        memory: crate::memory::MemoryView,
+        changed: Option<String>,
     },
 }
 

@@ -338,6 +338,10 @@ pub enum ClientMsg {
         emoji: String,
         on: bool,
     },
+    /// Edit the workspace memory (edit level and up).
+    MemoryEdit {
+        op: crate::memory::MemoryOp,
+    },
     /// Restart an agent that has exited.
     AgentStart {
         agent: String,
@@ -370,6 +374,7 @@ impl ClientMsg {
             ClientMsg::CommentResolve { .. } => "comment_resolve",
             ClientMsg::CommentDelete { .. } => "comment_delete",
             ClientMsg::CommentReact { .. } => "comment_react",
+            ClientMsg::MemoryEdit { .. } => "memory_edit",
             ClientMsg::AgentStart { .. } => "agent_start",
             ClientMsg::AgentStop { .. } => "agent_stop",
             ClientMsg::Ping {} => "ping",
@@ -519,6 +524,11 @@ pub enum ServerMsg {
     },
     AgentState {
         agent: AgentView,
+    },
+    /// The workspace memory of the session's agents: after `session_state`
+    /// and after every change, from anyone on any device.
+    Memory {
+        memory: crate::memory::MemoryView,
     },
     TerminalSubscribed {
         agent: String,

@@ -253,11 +253,12 @@ impl WebShared {
         }
     }
 
-    /// The workspace document changed by sync from another device: every
-    /// session re-reads its comments and sends viewers what changed.
+    /// The workspace document changed by sync from another device, or its
+    /// memory was edited: every session re-reads its comments and memory and
+    /// sends viewers what changed.
     pub fn doc_changed(&self) {
         for s in lock(&self.sessions).values() {
-            s.do_send(session::RefreshComments);
+            s.do_send(session::DocChanged);
         }
     }
 

@@ -10,7 +10,7 @@
 //! | type (no one holds control) | | | ✓ | ✓ |
 //! | type (someone holds control) | | holder | holder | ✓ |
 //! | resize the PTY (the driver) | | holder | holder | ✓ when no one holds control |
-//! | start / stop agents | | | ✓ | ✓ |
+//! | start / stop agents; edit the shared memory (tasks, decisions, context) | | | ✓ | ✓ |
 //! | grant, deny, revoke control; change permissions; kick; transfer ownership; delete the session; delete any comment | | | | ✓ |
 
 use agentos_proto::ws::Permission;
@@ -27,6 +27,7 @@ pub enum Action {
     Input,
     Resize,
     StartStopAgents,
+    EditMemory,
     Moderate,
 }
 
@@ -57,7 +58,7 @@ pub fn allowed(level: Permission, action: Action, floor: Floor) -> bool {
             Floor::Free => level == Owner,
             Floor::Other => false,
         },
-        Action::StartStopAgents => level >= Edit,
+        Action::StartStopAgents | Action::EditMemory => level >= Edit,
         Action::DeleteAnyComment | Action::Moderate => level == Owner,
     }
 }
@@ -75,6 +76,8 @@ mod tests {
             assert_eq!(allowed(p, Action::Comment, Floor::Free), p >= Comment);
             assert_eq!(allowed(p, Action::Moderate, Floor::Free), p == Owner);
             assert_eq!(allowed(p, Action::StartStopAgents, Floor::Free), p >= Edit);
+            assert_eq!(allowed(p, Action::EditMemory, Floor::Free), p >= Edit);
+            assert_eq!(allowed(p, Action::EditMemory, Floor::Other), p >= Edit);
             // Owners always type; others only with the floor free (edit) or theirs.
             assert_eq!(allowed(p, Action::Input, Floor::Free), p >= Edit);
             assert_eq!(allowed(p, Action::Input, Floor::Other), p == Owner);

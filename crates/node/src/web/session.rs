@@ -16,6 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use agentos_actors::agent::{self as agent_msgs, AgentActor, SubscriberId};
 use agentos_actors::wire_queue::WireTx;
+use agentos_proto::memory::MemoryView;
 use agentos_proto::ws::{
     AgentView, Channel, ClientMsg, CloseReason, CommentView, InputSource, Permission, PersonId,
     PersonView, ServerMsg,
@@ -66,6 +67,10 @@ pub struct SessionActor {
     /// A comment read is in flight / another was asked for meanwhile.
     comments_reading: bool,
     comments_stale: bool,
+    /// The workspace memory viewers were sent last.
+    memory: Option<MemoryView>,
+    memory_reading: bool,
+    memory_stale: bool,
     span: tracing::Span,
 }
 
@@ -97,6 +102,9 @@ impl SessionActor {
             comments: HashMap::new(),
             comments_reading: false,
             comments_stale: false,
+            memory: None,
+            memory_reading: false,
+            memory_stale: false,
             span,
         }
     }
@@ -382,6 +390,7 @@ impl SessionActor {
             | ClientMsg::CommentReact { .. } => Action::Comment,
             ClientMsg::CommentDelete { .. } => Action::DeleteOwnComment,
             ClientMsg::AgentStart { .. } | ClientMsg::AgentStop { .. } => Action::StartStopAgents,
+            ClientMsg::MemoryEdit { .. } => Action::EditMemory,
         };
         let level = match self.check(&person, action) {
             Ok(l) => l,
@@ -562,6 +571,31 @@ impl SessionActor {
                     .unwrap_or_else(|| not_here(&person));
                 self.refuse(conn, e, kind)
             }
+            ClientMsg::MemoryEdit { op } => {
+                let by = self
+                    .people
+                    .get(&person)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| person.0.clone());
+                let msg = crate::registry::memory_ops::SessionMemoryEdit {
+                    agents: self.agents.iter().map(|a| a.name.clone()).collect(),
+                    op,
+                    by,
+                };
+                let node = self.shared.node.clone();
+                async move { node.send(msg).await }
+                    .into_actor(self)
+                    .map(move |res, act, _| match res {
+                        Ok(Ok(memory)) => act.set_memory(memory),
+                        Ok(Err(e)) => act.refuse(conn, e, kind),
+                        Err(_) => act.refuse(
+                            conn,
+                            ErrorInfo::new(ErrorCode::Internal, "the node is busy"),
+                            kind,
+                        ),
+                    })
+                    .spawn(ctx);
+            }
             ClientMsg::AgentStart { agent } => self.node_call(
                 conn,
                 kind,
@@ -686,6 +720,43 @@ impl SessionActor {
         .spawn(ctx);
     }
 
+    /// The workspace memory changed (or was read): viewers get it when it
+    /// differs from what they have.
+    fn set_memory(&mut self, memory: MemoryView) {
+        if self.memory.as_ref() != Some(&memory) {
+            self.memory = Some(memory.clone());
+            self.broadcast(&ServerMsg::Memory { memory });
+        }
+    }
+
+    /// Re-read the workspace memory (one read at a time, like comments).
+    fn poll_memory(&mut self, ctx: &mut Context<Self>) {
+        if self.memory_reading {
+            self.memory_stale = true;
+            return;
+        }
+        self.memory_reading = true;
+        let agents = self.agents.iter().map(|a| a.name.clone()).collect();
+        let node = self.shared.node.clone();
+        async move {
+            node.send(crate::registry::memory_ops::SessionMemory { agents })
+                .await
+                .ok()
+                .flatten()
+        }
+        .into_actor(self)
+        .map(|m: Option<MemoryView>, act, ctx| {
+            act.memory_reading = false;
+            if std::mem::take(&mut act.memory_stale) {
+                act.poll_memory(ctx);
+            }
+            if let Some(m) = m {
+                act.set_memory(m);
+            }
+        })
+        .spawn(ctx);
+    }
+
     fn poll_states(&mut self, ctx: &mut Context<Self>) {
         let agents: Vec<(String, Addr<AgentActor>)> = self
             .agents
@@ -761,6 +832,10 @@ fn denied(level: Permission, action: Action, floor_taken: bool) -> ErrorInfo {
             "starting and stopping agents needs edit access",
             "ask the owner for edit access",
         ),
+        Action::EditMemory => (
+            "editing the shared memory (tasks, decisions, context) needs edit access",
+            "ask the owner for edit access",
+        ),
         Action::DeleteAnyComment | Action::Moderate => {
             ("only the owner may do this", "ask the owner")
         }
@@ -781,7 +856,11 @@ impl Actor for SessionActor {
         self.span.in_scope(|| tracing::info!("session opened"));
         self.poll_states(ctx);
         ctx.run_interval(Duration::from_millis(500), |act, ctx| act.poll_states(ctx));
-        ctx.run_interval(Duration::from_secs(30), |act, ctx| act.poll_comments(ctx));
+        self.poll_memory(ctx);
+        ctx.run_interval(Duration::from_secs(30), |act, ctx| {
+            act.poll_comments(ctx);
+            act.poll_memory(ctx);
+        });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -849,6 +928,9 @@ impl Handler<Join> for SessionActor {
                 comments,
             };
             act.send_to(conn, &state);
+            if let Some(memory) = act.memory.clone() {
+                act.send_to(conn, &ServerMsg::Memory { memory });
+            }
         })
         .wait(ctx);
         if fresh && let Some(v) = self.person_view(&id) {
@@ -976,15 +1058,17 @@ impl Handler<ForeignInput> for SessionActor {
     }
 }
 
-/// The workspace document changed by sync: re-read the comments.
+/// The workspace document changed (by sync, or a memory edit from the CLI
+/// or another session): re-read the comments and the memory.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RefreshComments;
+pub struct DocChanged;
 
-impl Handler<RefreshComments> for SessionActor {
+impl Handler<DocChanged> for SessionActor {
     type Result = ();
-    fn handle(&mut self, _: RefreshComments, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: DocChanged, ctx: &mut Context<Self>) {
         self.poll_comments(ctx);
+        self.poll_memory(ctx);
     }
 }
 
