@@ -278,6 +278,10 @@ export class App implements Actions {
       case 'comment_updated':
         store.upsertComment(m.comment);
         break;
+      case 'memory':
+        s.memory = m.memory;
+        store.emit('memory');
+        break;
       case 'agent_state': {
         const i = s.agents.findIndex((a) => a.name === m.agent.name);
         s.agents = i >= 0 ? s.agents.map((a, j) => (j === i ? { ...a, ...m.agent } : a)) : [...s.agents, m.agent];

@@ -54,6 +54,49 @@ export interface CommentView {
   reactions: [string, string[]][];
 }
 
+export interface TaskView {
+  id: string;
+  title: string;
+  notes: string;
+  status: 'open' | 'in_progress' | 'blocked' | 'closed';
+  created_by: string;
+  created_at_ms: number;
+  updated_at_ms: number;
+  closed_at_ms: number | null;
+  close_reason: string | null;
+  deleted_at_ms: number | null;
+  holder: string | null;
+  claims: { by: string; at_ms: number }[];
+}
+
+export interface DecisionView {
+  id: string;
+  text: string;
+  by: string;
+  at_ms: number;
+  deleted_at_ms: number | null;
+}
+
+/** The workspace memory shared by the session's agents and people. */
+export interface MemoryView {
+  workspace: string;
+  tasks: TaskView[];
+  decisions: DecisionView[];
+  context: string;
+}
+
+/** An edit of the shared memory (edit level and up). */
+export type MemoryOp =
+  | { task_add: { title: string; notes: string } }
+  | { task_update: { id: string; title: string | null; notes: string | null; status: string | null } }
+  | { task_claim: { id: string } }
+  | { task_release: { id: string } }
+  | { task_close: { id: string; reason: string | null } }
+  | { task_delete: { id: string } }
+  | { decision_add: { text: string } }
+  | { decision_delete: { id: string } }
+  | { context_set: { text: string } };
+
 export type CloseReason = 'revoked' | 'expired' | 'kicked' | 'session_deleted' | 'left' | 'shutting_down';
 
 /** Close codes the node uses (4000–4999 are the application's). */
@@ -85,6 +128,7 @@ export type ClientMsg =
   | { type: 'comment_react'; id: string; emoji: string; on: boolean }
   | { type: 'agent_start'; agent: string }
   | { type: 'agent_stop'; agent: string }
+  | { type: 'memory_edit'; op: MemoryOp }
   | { type: 'ping' };
 
 export type ServerMsg =
@@ -108,6 +152,7 @@ export type ServerMsg =
   | { type: 'comment_added'; comment: CommentView }
   | { type: 'comment_updated'; comment: CommentView }
   | { type: 'agent_state'; agent: AgentView }
+  | { type: 'memory'; memory: MemoryView }
   | { type: 'terminal_subscribed'; agent: string; channel: number; cols: number; rows: number }
   | { type: 'terminal_exited'; agent: string; state: string }
   | { type: 'input_by'; agent: string; by: InputSource }

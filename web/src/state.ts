@@ -1,12 +1,12 @@
 // The client's state (what `window.__agentos.state` shows) and a tiny change
 // notifier: views subscribe to topics and re-render the parts they own.
 
-import type { AgentView, CommentView, PersonView, Permission } from './protocol';
+import type { AgentView, CommentView, MemoryView, PersonView, Permission } from './protocol';
 import { atLeast } from './protocol';
 
 export type Screen = 'connecting' | 'join' | 'dashboard' | 'terminal' | 'disconnected';
 
-export type Topic = 'screen' | 'people' | 'agents' | 'comments' | 'control' | 'terminal' | 'status' | 'notice';
+export type Topic = 'screen' | 'people' | 'agents' | 'comments' | 'memory' | 'control' | 'terminal' | 'status' | 'notice';
 
 export interface Notice {
   id: number;
@@ -27,6 +27,8 @@ export interface State {
   /** Pending control requests (owner's view): person id → name. */
   controlRequests: { person: string; name: string }[];
   comments: Map<string, CommentView>;
+  /** The workspace memory of the session's agents (null until the node sends it). */
+  memory: MemoryView | null;
   /** The terminal channel of `agent` on this connection. */
   channel: number | null;
   cols: number;
@@ -58,6 +60,7 @@ export function initialState(): State {
     people: [],
     controlRequests: [],
     comments: new Map(),
+    memory: null,
     channel: null,
     cols: 80,
     rows: 24,

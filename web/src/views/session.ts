@@ -7,6 +7,7 @@ import { atLeast } from '../protocol';
 import type { Store } from '../state';
 import type { Actions } from './actions';
 import { CommentsPanel } from './comments';
+import { MemoryPanel } from './memory';
 import { PresenceBar } from './presence';
 import { TerminalView } from './terminal';
 
@@ -14,6 +15,7 @@ export class SessionView {
   readonly el: HTMLElement;
   readonly terminal: TerminalView;
   readonly comments: CommentsPanel;
+  private readonly memory: MemoryPanel;
   private readonly presence: PresenceBar;
   private readonly status = h('div', { class: 'status', testid: 'status' });
   private readonly controlBar = h('div', { class: 'control-bar' });
@@ -38,6 +40,7 @@ export class SessionView {
     });
     this.comments = new CommentsPanel(store, actions);
     this.presence = new PresenceBar(store, actions);
+    this.memory = new MemoryPanel(store, actions);
     this.el = h(
       'section',
       { class: 'session', testid: 'session' },
@@ -46,7 +49,7 @@ export class SessionView {
       this.banner,
       this.exited,
       this.presence.el,
-      h('div', { class: 'session-main' }, this.terminal.el, this.comments.el),
+      h('div', { class: 'session-main' }, this.terminal.el, h('div', { class: 'side' }, this.comments.el, this.memory.el)),
     );
     for (const t of ['status', 'people', 'agents', 'control', 'terminal'] as const) {
       this.unsub.push(store.on(t, () => this.render()));
@@ -65,6 +68,7 @@ export class SessionView {
     this.unsub.forEach((f) => f());
     this.presence.dispose();
     this.comments.dispose();
+    this.memory.dispose();
     this.terminal.dispose();
     clearTimeout(this.flashTimer);
   }
