@@ -58,6 +58,15 @@ export const agents = (): Promise<AgentView[]> => call('GET', '/api/v1/agents');
 export const comments = (agent: string): Promise<CommentView[]> =>
   call('GET', `/api/v1/agents/${encodeURIComponent(agent)}/comments`);
 
+export interface FileEntry {
+  name: string;
+  kind: 'file' | 'dir';
+  size: number;
+}
+/** One directory of the agent's working tree (read-only; `path` relative to it). */
+export const files = (agent: string, path: string): Promise<FileEntry[]> =>
+  call('GET', `/api/v1/agents/${encodeURIComponent(agent)}/files?path=${encodeURIComponent(path)}`);
+
 export interface ShareLink {
   id: string;
   target: string;

@@ -1,8 +1,11 @@
-// A view-only guest sees live output, and its keystrokes have no effect.
+// A view-only guest sees live output, and its keystrokes have no effect; it
+// browses the agent's file tree, read-only.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Node, launchBrowser, openGuest, tid, typeLine, until, waitForLine, screenLines } from './harness.mjs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MOCK, Node, launchBrowser, openGuest, tid, typeLine, until, waitForLine, screenLines } from './harness.mjs';
 
 let node;
 let browser;
@@ -41,4 +44,17 @@ test('a view-only guest sees live output and cannot type', { timeout: 120_000 },
   const stats = await guest.evaluate(() => window.__agentos.state.stats);
   assert.equal(stats.inputFrames, 0, 'a view-only client sent input frames');
   assert.ok(stats.droppedKeys > 0, 'the keystrokes were not seen at all');
+});
+
+test('a view-only guest browses the file tree', { timeout: 120_000, skip: MOCK && 'needs the real node' }, async () => {
+  await mkdir(join(node.cwd, 'src'), { recursive: true });
+  await writeFile(join(node.cwd, 'src', 'parser.rs'), 'fn parse() {}\n');
+  await writeFile(join(node.cwd, 'NOTES.md'), '# notes\n');
+  const share = await node.share('t1', 'view');
+  const guest = await openGuest(browser, share.url, 'Browser');
+  await guest.locator(tid('files-toggle')).click();
+  await guest.locator(tid('file'), { hasText: 'NOTES.md' }).waitFor();
+  await guest.locator(tid('file'), { hasText: 'src/' }).locator('a').click();
+  await guest.locator(tid('file'), { hasText: 'parser.rs' }).waitFor();
+  assert.match(await guest.locator(tid('files-path')).innerText(), /src\//);
 });

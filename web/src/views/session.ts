@@ -7,6 +7,7 @@ import { atLeast } from '../protocol';
 import type { Store } from '../state';
 import type { Actions } from './actions';
 import { CommentsPanel } from './comments';
+import { FilesPanel } from './files';
 import { MemoryPanel } from './memory';
 import { PresenceBar } from './presence';
 import { TerminalView } from './terminal';
@@ -16,6 +17,7 @@ export class SessionView {
   readonly terminal: TerminalView;
   readonly comments: CommentsPanel;
   private readonly memory: MemoryPanel;
+  private readonly files: FilesPanel;
   private readonly presence: PresenceBar;
   private readonly status = h('div', { class: 'status', testid: 'status' });
   private readonly controlBar = h('div', { class: 'control-bar' });
@@ -41,6 +43,7 @@ export class SessionView {
     this.comments = new CommentsPanel(store, actions);
     this.presence = new PresenceBar(store, actions);
     this.memory = new MemoryPanel(store, actions);
+    this.files = new FilesPanel(store);
     this.el = h(
       'section',
       { class: 'session', testid: 'session' },
@@ -49,7 +52,7 @@ export class SessionView {
       this.banner,
       this.exited,
       this.presence.el,
-      h('div', { class: 'session-main' }, this.terminal.el, h('div', { class: 'side' }, this.comments.el, this.memory.el)),
+      h('div', { class: 'session-main' }, this.terminal.el, h('div', { class: 'side' }, this.comments.el, this.memory.el, this.files.el)),
     );
     for (const t of ['status', 'people', 'agents', 'control', 'terminal'] as const) {
       this.unsub.push(store.on(t, () => this.render()));
@@ -69,6 +72,7 @@ export class SessionView {
     this.presence.dispose();
     this.comments.dispose();
     this.memory.dispose();
+    this.files.dispose();
     this.terminal.dispose();
     clearTimeout(this.flashTimer);
   }
