@@ -163,7 +163,7 @@ export class Connection {
 
   private onClose(code: number): void {
     if (this.done) return;
-    // A refused `auth` comes as an error, then a close (4001).
+    // A refused `auth` comes as an error, then a close (4005).
     if (this.authError && !this.authed) {
       this.done = true;
       this.on.ended({ reason: 'refused', code, error: this.authError });

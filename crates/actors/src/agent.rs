@@ -91,7 +91,16 @@ pub enum AgentEvent {
         agent_id: String,
         pid: Option<u32>,
     },
+    /// Someone typed from a terminal attached with `agentos attach` (the
+    /// owner, on this device or another): at most one per
+    /// [`LOCAL_INPUT_EVERY`], so web viewers can tag the input.
+    LocalInput {
+        agent_id: String,
+    },
 }
+
+/// How often [`AgentEvent::LocalInput`] is reported while someone types.
+pub const LOCAL_INPUT_EVERY: Duration = Duration::from_millis(500);
 
 /// A live summary of the agent.
 #[derive(Debug, Clone)]
@@ -183,6 +192,8 @@ pub struct AgentActor {
     /// Started by [`AgentActor::spawn`]: stop the arbiter with the actor.
     own_arbiter: bool,
     wire_stats: WireStats,
+    /// When [`AgentEvent::LocalInput`] was last reported (ms).
+    local_input_at: u64,
 }
 
 /// How often lagging subscribers are retried when no new output arrives.
@@ -239,6 +250,7 @@ impl AgentActor {
             own_arbiter: false,
             connect_waiters: Vec::new(),
             wire_stats: WireStats::default(),
+            local_input_at: 0,
         }
     }
 
@@ -1265,7 +1277,9 @@ impl Handler<ResyncDirect> for AgentActor {
     }
 }
 
-/// Keystrokes went straight to the holder: only the state engine needs to know.
+/// Keystrokes from an attached terminal (`agentos attach`, here or from
+/// another device) reached the holder: the state engine learns of it, and
+/// the node tags the input for web viewers ([`AgentEvent::LocalInput`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct InputSeen;
@@ -1273,7 +1287,14 @@ pub struct InputSeen;
 impl Handler<InputSeen> for AgentActor {
     type Result = ();
     fn handle(&mut self, _: InputSeen, _: &mut Context<Self>) {
-        self.engine.on_input(now_ms());
+        let now = now_ms();
+        self.engine.on_input(now);
+        if now.saturating_sub(self.local_input_at) >= LOCAL_INPUT_EVERY.as_millis() as u64 {
+            self.local_input_at = now;
+            self.events.do_send(AgentEvent::LocalInput {
+                agent_id: self.cfg.id.clone(),
+            });
+        }
     }
 }
 

@@ -597,7 +597,7 @@ fn try_join(w: &Web, secret: &str, target: Option<&str>, name: &str) -> Result<W
 
 impl Ws {
     /// Send `auth` on a fresh socket and read `auth_ok` + `session_state`;
-    /// `Err` carries the node's `error` (and the socket is closed, 4001).
+    /// `Err` carries the node's `error` (and the socket is closed, 4005).
     fn auth(&mut self, secret: &str, target: Option<&str>, name: &str) -> Result<(), Value> {
         let m = self.mark();
         self.send_msg(&auth_msg(secret, target, name));
@@ -608,7 +608,7 @@ impl Ws {
         if v["type"] == "error" {
             assert_eq!(v["refused"], "auth", "{v}");
             let (_, code) = self.expect_close(i);
-            assert_eq!(code, 4001, "a refused auth closes with 4001");
+            assert_eq!(code, ws::AUTH_FAILED, "a refused auth closes with 4005");
             return Err(v);
         }
         assert_eq!(v["protocol"], ws::WS_VERSION);
@@ -1122,6 +1122,57 @@ fn permission_matrix_holds_for_every_message_and_level() {
 }
 
 // ----------------------------------------------------- 2. floor control ---
+
+#[test]
+fn every_input_is_tagged_with_who_sent_it() {
+    let w = Web::start(&["tg"]);
+    let mut v = w.guest("tg", "view", "watcher");
+    v.ping();
+    let by = |v: &mut Ws, m: usize, what: &str, pred: &dyn Fn(&Value) -> bool| -> Value {
+        v.expect(m, what, |x| {
+            x["type"] == "input_by" && x["agent"] == "tg" && pred(&x["by"])
+        })["by"]
+            .clone()
+    };
+
+    // The owner's `agentos send`: a person, the owner.
+    let m = v.mark();
+    w.send("tg", "echo OWNER-SEND");
+    let b = by(&mut v, m, "the owner's send", &|b| b["kind"] == "person");
+    assert_eq!(b["id"], "owner", "{b}");
+
+    // Another agent's `agentos send` (from inside its terminal): that agent.
+    let m = v.mark();
+    let script = format!("{BIN} send tg 'echo FROM-AGENT' --enter; sleep 600");
+    w.n.ok(&[
+        "create",
+        "sender",
+        "--detach",
+        "--isolation",
+        "none",
+        "--",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    let b = by(&mut v, m, "the agent's send", &|b| b["kind"] == "agent");
+    assert_eq!(b["name"], "sender", "{b}");
+    w.wait_logs("tg", "FROM-AGENT");
+
+    // Typing in `agentos attach`: the owner at a terminal.
+    let mut pty = w.n.attach(&["attach", "tg"], 80, 24);
+    pty.expect("$");
+    let m = v.mark();
+    pty.write(b"echo ATTACHED-$((6*7))\r");
+    let b = by(&mut v, m, "typing in attach", &|b| {
+        b["kind"] == "person"
+            && b["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("(terminal)"))
+    });
+    assert_eq!(b["id"], "owner", "{b}");
+    w.wait_logs("tg", "ATTACHED-42");
+}
 
 #[test]
 fn floor_control_decides_who_types_and_who_resizes() {
@@ -3121,13 +3172,21 @@ fn malformed_input_gets_e007_and_nothing_breaks() {
         let err = s.expect_type(0, "error");
         assert_eq!(err["code"], "E007", "{err}");
         let (_, code) = s.expect_close(0);
-        assert_eq!(code, 4001);
+        assert_eq!(code, ws::AUTH_FAILED);
     }
 
     // Far beyond the WebSocket's message limit: that socket goes, nothing else.
     let mut huge = join(&w, &w.owner, Some("agent:t1"), "huge");
     let _ = huge.sock.send(Message::text("x".repeat(4 * 1024 * 1024)));
-    huge.expect_close(0);
+    let (_, code) = huge.expect_close(0);
+    assert_eq!(code, ws::TOO_BIG, "closed as too big");
+    let err = huge.log.iter().find_map(|e| match e {
+        Ev::Text(v) if v["type"] == "error" => Some(v.clone()),
+        _ => None,
+    });
+    let err = err.expect("an error before the close");
+    assert_eq!(err["code"], "E007", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("limit"), "{err}");
     e.ping();
     bystander.ping();
     let mut fresh = w.guest("t1", "view", "fresh");

@@ -544,7 +544,10 @@ impl Handler<Incoming> for ClientActor {
                     // `wait` keeps keystrokes in order.
                     ctx.wait(
                         async move {
-                            let _ = agent.send(agent_msgs::Input { data }).await;
+                            if agent.send(agent_msgs::Input { data }).await.is_ok() {
+                                // Tagged for web viewers as typed at a terminal.
+                                let _ = agent.try_send(agent_msgs::InputSeen);
+                            }
                         }
                         .into_actor(self),
                     );

@@ -767,6 +767,18 @@ impl Handler<AgentEvent> for NodeActor {
                     });
                 }
             }
+            AgentEvent::LocalInput { agent_id } => {
+                // Typed in `agentos attach`: the owner, at a terminal.
+                if let (Some(w), Some(e)) = (&self.web, self.agents.get(&agent_id)) {
+                    w.foreign_input(
+                        &e.record.name,
+                        agentos_proto::ws::InputSource::Person {
+                            id: agentos_proto::ws::PersonId(web_ops::LOCAL_OWNER.into()),
+                            name: format!("{} (terminal)", web_ops::local_owner_name()),
+                        },
+                    );
+                }
+            }
             AgentEvent::Pid { agent_id, pid } => {
                 if let Some(e) = self.agents.get_mut(&agent_id) {
                     e.record.pid = pid;

@@ -452,6 +452,13 @@ pub enum CloseReason {
     ShuttingDown,
 }
 
+/// Close code after a refused `auth` (wrong, expired, used-up or revoked
+/// link or cookie): the `error` before it says which.
+pub const AUTH_FAILED: u16 = 4005;
+/// Close code after a message over the size limit (RFC 6455 "message too
+/// big"), preceded by an E007 `error`.
+pub const TOO_BIG: u16 = 1009;
+
 /// WebSocket close code the node uses for [`CloseReason`]s (4000–4999 are
 /// for applications).
 pub fn close_code(reason: CloseReason) -> u16 {

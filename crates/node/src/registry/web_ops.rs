@@ -99,7 +99,7 @@ pub struct NodeStop {
 /// The person id comments from the local CLI carry.
 pub const LOCAL_OWNER: &str = "owner";
 
-fn local_owner_name() -> String {
+pub(crate) fn local_owner_name() -> String {
     std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())

@@ -142,7 +142,7 @@ pub async fn serve(shared: Arc<WebShared>, socket: WebSocket, ip: IpAddr, cookie
             send_error(&mut sink, &e, Some("auth")).await;
             let _ = sink
                 .send(Message::Close(Some(CloseFrame {
-                    code: 4001,
+                    code: ws::AUTH_FAILED,
                     reason: Utf8Bytes::from_static("unauthorized"),
                 })))
                 .await;
@@ -249,6 +249,12 @@ pub async fn serve(shared: Arc<WebShared>, socket: WebSocket, ip: IpAddr, cookie
                         send_error(&mut sink, &ErrorInfo::new(ErrorCode::BadFrame, e.to_string()), None).await;
                     }
                 },
+                Some(Err(e)) if too_big(&e) => {
+                    shared.metrics.refused("too_big");
+                    send_error(&mut sink, &too_big_error(), None).await;
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: ws::TOO_BIG, reason: Utf8Bytes::from_static("message too big") }))).await;
+                    break None;
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                 Some(Ok(_)) => {}
             },
@@ -262,6 +268,25 @@ pub async fn serve(shared: Arc<WebShared>, socket: WebSocket, ip: IpAddr, cookie
             .await;
         let _ = sink.send(close_msg(reason)).await;
     }
+}
+
+/// The socket refused a message over the size limit (tungstenite's
+/// capacity error; axum does not expose its type).
+fn too_big(e: &axum::Error) -> bool {
+    let s = e.to_string();
+    s.contains("Space limit exceeded") || s.contains("too long") || s.contains("too big")
+}
+
+fn too_big_error() -> ErrorInfo {
+    ErrorInfo::new(
+        ErrorCode::BadFrame,
+        format!(
+            "message over the limit ({} bytes of JSON, {} bytes of input per frame)",
+            ws::MAX_CONTROL,
+            ws::MAX_INPUT
+        ),
+    )
+    .with_hint("send long input in pieces; the connection was closed, reconnect")
 }
 
 /// The owner's dashboard connection (`target = *`): authentication, the
