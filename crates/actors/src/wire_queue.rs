@@ -147,17 +147,27 @@ impl WireRx {
     /// has taken the frame).
     pub async fn recv(&mut self) -> Option<(WireEvent, Backlog)> {
         let ev = self.rx.recv().await?;
+        Some(self.held(ev))
+    }
+
+    /// The next event if one is queued now (to batch frames into one write).
+    pub fn try_recv(&mut self) -> Option<(WireEvent, Backlog)> {
+        let ev = self.rx.try_recv().ok()?;
+        Some(self.held(ev))
+    }
+
+    fn held(&self, ev: WireEvent) -> (WireEvent, Backlog) {
         let bytes = match &ev {
             WireEvent::Frame(f) => f.len() as u64,
             WireEvent::Exited { .. } => 0,
         };
-        Some((
+        (
             ev,
             Backlog {
                 bytes,
                 backlog: self.backlog.clone(),
             },
-        ))
+        )
     }
 }
 

@@ -31,6 +31,9 @@ use super::{Outbound, WebShared, now_ms};
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Control messages queued for one connection.
 const CONTROL_QUEUE: usize = 256;
+/// At most this many queued frames, or bytes, go out in one write.
+const BATCH_FRAMES: usize = 64;
+const BATCH_BYTES: usize = 256 * 1024;
 
 fn close_msg(reason: CloseReason) -> Message {
     Message::Close(Some(CloseFrame {
@@ -215,14 +218,28 @@ pub async fn serve(shared: Arc<WebShared>, socket: WebSocket, ip: IpAddr, cookie
                 None => break None,
             },
             ev = wire_rx.recv() => match ev {
-                // `_written` keeps the frame in the viewer's backlog until
-                // the socket has taken it.
-                Some((WireEvent::Frame(b), _written)) => {
-                    shared.metrics.frame(b.len());
-                    if sink.send(Message::Binary(b)).await.is_err() { break None; }
+                // Frames already queued behind this one go out in the same
+                // write (one flush, one syscall). Each hold keeps its frame
+                // in the viewer's backlog until the socket has taken it.
+                Some(first) => {
+                    let mut held = Vec::new();
+                    let mut bytes = 0;
+                    let mut next = Some(first);
+                    while let Some((ev, hold)) = next.take() {
+                        if let WireEvent::Frame(b) = ev {
+                            shared.metrics.frame(b.len());
+                            bytes += b.len();
+                            if sink.feed(Message::Binary(b)).await.is_err() { break; }
+                        }
+                        // (The session reports exits as `terminal_exited`.)
+                        held.push(hold);
+                        if held.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
+                            next = wire_rx.try_recv();
+                        }
+                    }
+                    if sink.flush().await.is_err() { break None; }
+                    drop(held);
                 }
-                // The session reports exits as `terminal_exited`.
-                Some((WireEvent::Exited { .. }, _)) => {}
                 None => break None,
             },
             msg = stream.next() => match msg {
