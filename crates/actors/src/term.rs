@@ -89,6 +89,28 @@ pub struct TermModel {
 }
 
 const ALT_ENTER: &[u8] = b"\x1b[?1049h";
+/// The ways a program leaves the alternate screen (and enters it).
+const ALT_EXITS: [&[u8]; 3] = [b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l"];
+const ALT_ENTERS: [&[u8]; 3] = [b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[?47h"];
+
+/// Where the output after the last alternate-screen exit in `tail` that
+/// has no entry before it (in `tail`) begins, if there is one.
+fn after_unmatched_alt_exit(tail: &[u8]) -> Option<usize> {
+    let find_all = |pats: &[&[u8]]| -> Vec<(usize, usize)> {
+        let mut v: Vec<(usize, usize)> = pats
+            .iter()
+            .flat_map(|p| memchr::memmem::find_iter(tail, p).map(move |i| (i, p.len())))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let first_enter = find_all(&ALT_ENTERS).first().map(|(i, _)| *i);
+    find_all(&ALT_EXITS)
+        .into_iter()
+        .filter(|(i, _)| first_enter.is_none_or(|e| *i < e))
+        .last()
+        .map(|(i, len)| i + len)
+}
 
 /// Where an incomplete sequence at the end of `data` starts, if any.
 /// A small scanner of the ECMA-48 shapes that matter: CSI, OSC/DCS/APC/PM/SOS
@@ -315,6 +337,10 @@ impl TermModel {
                 None => return false,
             }
         };
+        // A full-screen program that started before the tail and exited in
+        // it: replaying its screens onto the main screen would leave them
+        // there, so start right after its exit.
+        let from = from.max(after_unmatched_alt_exit(tail).unwrap_or(0));
         let replay = &tail[from..];
         let newlines = replay.iter().filter(|b| **b == b'\n').count() as u64;
         let mut fresh = TermModel::new(cols, rows, tail_start + from as u64);
@@ -461,6 +487,25 @@ mod tests {
             assert_eq!(r.top_line(), want.top_line(), "{cols}");
             assert_eq!(r.cursor(), want.cursor());
         }
+
+        // A full-screen program that began before the tail and ended in it
+        // leaves nothing on the reflowed main screen.
+        let mut vim = b"$ vim\r\n".to_vec();
+        vim.extend_from_slice(b"\x1b[?1049h\x1b[2J\x1b[H");
+        let alt_start = vim.len();
+        for i in 0..30 {
+            vim.extend_from_slice(format!("\x1b[{};1H~ editor row {i}", i % 10 + 1).as_bytes());
+            vim.extend_from_slice(b"\r\n");
+        }
+        vim.extend_from_slice(b"\x1b[?1049l$ after vim\r\n$ ");
+        let mut r = TermModel::new(80, 10, 0);
+        r.feed(&vim);
+        let start = alt_start + 5;
+        assert!(r.reflow(60, 10, &vim[start..], start as u64));
+        let text = r.screen_text();
+        assert!(!text.contains("editor row"), "{text}");
+        assert!(text.contains("$ after vim"), "{text}");
+        assert_eq!(r.seq(), vim.len() as u64);
 
         // Not reflowed: same width, a tail that does not end at seq, the
         // alternate screen.
