@@ -420,11 +420,13 @@ pub fn attach(ctx: &Ctx, reps: usize) -> Vec<Row> {
     ]
 }
 
-/// One system's echo terminal and, under flood, its flooder's pid.
+/// One system's echo terminal and, under flood, its flooder's gate.
 struct EchoTarget {
     sys: Sys,
     term: Term,
-    flooder: Option<i32>,
+    /// The flooder writes while this file exists (tmux resumes a stopped
+    /// pane by itself, so `SIGSTOP` cannot hold a flooder still).
+    gate: Option<std::path::PathBuf>,
 }
 
 /// Kills flooders even if a measurement panics.
@@ -433,10 +435,17 @@ struct Flooders(Vec<i32>);
 impl Drop for Flooders {
     fn drop(&mut self) {
         for &p in &self.0 {
-            signal(p, libc::SIGCONT);
             signal(p, libc::SIGKILL);
         }
     }
+}
+
+/// A flooder that runs `yes` in bursts while `gate` exists.
+fn gated_yes(gate: &std::path::Path) -> String {
+    format!(
+        "while :; do if [ -e '{}' ]; then yes | head -n 100000; else sleep 0.005; fi; done",
+        gate.display()
+    )
 }
 
 /// Echo samples for every target, in blocks that rotate between the
@@ -460,8 +469,8 @@ fn echo_samples(ctx: &Ctx, targets: &mut [EchoTarget], n: usize) -> Vec<Vec<f64>
         for k in 0..targets.len() {
             let i = (b + k) % targets.len();
             let t = &mut targets[i];
-            let warm = if let Some(p) = t.flooder {
-                signal(p, libc::SIGCONT);
+            let warm = if let Some(g) = &t.gate {
+                let _ = std::fs::write(g, b"");
                 10
             } else {
                 3
@@ -474,8 +483,8 @@ fn echo_samples(ctx: &Ctx, targets: &mut [EchoTarget], n: usize) -> Vec<Vec<f64>
                     out[i].push(secs(t.term.echo(next(), timeout)));
                 }
             }
-            if let Some(p) = t.flooder {
-                signal(p, libc::SIGSTOP);
+            if let Some(g) = &t.gate {
+                let _ = std::fs::remove_file(g);
                 wait_quiet(&ctx.server_pids(t.sys), t.term.label());
             }
         }
@@ -505,17 +514,17 @@ pub fn echo(ctx: &Ctx, n: usize) -> Vec<Row> {
         EchoTarget {
             sys: Sys::AgentOs,
             term: aos.attach("rtt", 80, 24),
-            flooder: None,
+            gate: None,
         },
         EchoTarget {
             sys: Sys::Tmux,
             term: tmux.attach("rtt", 80, 24),
-            flooder: None,
+            gate: None,
         },
         EchoTarget {
             sys: Sys::Direct,
             term: direct,
-            flooder: None,
+            gate: None,
         },
     ];
     for t in targets.iter_mut() {
@@ -525,11 +534,16 @@ pub fn echo(ctx: &Ctx, n: usize) -> Vec<Row> {
     let idle = echo_samples(ctx, &mut targets, n);
 
     progress("keystroke echo under flood");
-    let flood = ["sh", "-c", "exec yes"];
-    let direct_yes = Term::spawn("direct yes", &flood, &[], &[], &ctx.dir, 80, 24);
+    let gates: Vec<std::path::PathBuf> = ["aos", "tmux", "direct"]
+        .iter()
+        .map(|s| ctx.dir.join(format!("flood-gate-{s}")))
+        .collect();
+    let script = |i: usize| gated_yes(&gates[i]);
+    let (s0, s1, s2) = (script(0), script(1), script(2));
+    let direct_yes = Term::spawn("direct yes", &["sh", "-c", &s2], &[], &[], &ctx.dir, 80, 24);
     direct_yes.drain_in_background();
-    aos.create("flood", &flood);
-    tmux.new_window("rtt", "flood", &flood);
+    aos.create("flood", &["sh", "-c", &s0]);
+    tmux.new_window("rtt", "flood", &["sh", "-c", &s1]);
     let pids = [
         aos.agent_pid("flood"),
         tmux.pane_pid("rtt:flood"),
@@ -538,10 +552,9 @@ pub fn echo(ctx: &Ctx, n: usize) -> Vec<Row> {
     let _guard = Flooders(pids.to_vec());
     for &p in &pids {
         wait_until("the flooder to run", TIMEOUT, || alive(p));
-        signal(p, libc::SIGSTOP);
     }
-    for (t, p) in targets.iter_mut().zip(pids) {
-        t.flooder = Some(p);
+    for (t, g) in targets.iter_mut().zip(gates) {
+        t.gate = Some(g);
     }
     for t in &targets {
         wait_quiet(&ctx.server_pids(t.sys), t.term.label());

@@ -207,7 +207,7 @@ between the systems, after a warm-up. *direct PTY*: the harness runs the same `c
 its own, the floor for one PTY hop.\n\
 - **… sibling flooding**: the same while a second agent / a second (hidden) tmux window runs \
 `yes` into its own terminal; for direct, a second PTY running `yes` drained by a harness thread. \
-Only the flooder of the system being measured runs; the others are stopped (SIGSTOP).\n\
+Only the flooder of the system being measured runs (each flooder loops `yes | head -n 100000` while its gate file exists; tmux resumes a stopped pane by itself, so `SIGSTOP` could not hold one still).\n\
 - **`cat` of a file through an attached client (200×50)**: the agent/pane loops on reading a \
 token from a FIFO, then `cat FILE; echo DONE-<token>`; timed from writing the token until \
 `DONE-<token>` appears in the client's drained output. The file is base64 text \
