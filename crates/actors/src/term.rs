@@ -107,8 +107,8 @@ fn after_unmatched_alt_exit(tail: &[u8]) -> Option<usize> {
     let first_enter = find_all(&ALT_ENTERS).first().map(|(i, _)| *i);
     find_all(&ALT_EXITS)
         .into_iter()
-        .filter(|(i, _)| first_enter.is_none_or(|e| *i < e))
-        .last()
+        .rev()
+        .find(|(i, _)| first_enter.is_none_or(|e| *i < e))
         .map(|(i, len)| i + len)
 }
 
