@@ -33,7 +33,7 @@ test('edit level edits the shared memory; everyone sees it; view is read-only', 
   // ...claims it: everyone sees who holds it.
   await editor.locator(tid('task'), { hasText: 'review the parser' }).locator(tid('task-claim')).click();
   await ownerTask.locator(tid('task-holder')).waitFor();
-  assert.equal(await ownerTask.locator(tid('task-holder')).innerText(), '@Editor');
+  assert.equal(await ownerTask.locator(tid('task-holder')).innerText(), '@web:Editor');
   const viewerTask = viewer.locator(tid('task'), { hasText: 'review the parser' });
   await viewerTask.locator(tid('task-holder')).waitFor();
   assert.equal(await viewerTask.getAttribute('data-status'), 'in_progress');
@@ -48,7 +48,7 @@ test('edit level edits the shared memory; everyone sees it; view is read-only', 
     const list = JSON.parse(await node.cli(['task', 'list', '--json']));
     return list.find((t) => t.title === 'review the parser') ?? null;
   });
-  assert.equal(tasks.holder, 'Editor');
+  assert.equal(tasks.holder, 'web:Editor');
 
   // The view-level guest has no editing controls, and says why.
   await viewer.locator(tid('memory-readonly')).waitFor();

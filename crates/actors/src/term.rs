@@ -89,27 +89,16 @@ pub struct TermModel {
 }
 
 const ALT_ENTER: &[u8] = b"\x1b[?1049h";
-/// The ways a program leaves the alternate screen (and enters it).
+/// The ways a program leaves the alternate screen.
 const ALT_EXITS: [&[u8]; 3] = [b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l"];
-const ALT_ENTERS: [&[u8]; 3] = [b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[?47h"];
 
-/// Where the output after the last alternate-screen exit in `tail` that
-/// has no entry before it (in `tail`) begins, if there is one.
-fn after_unmatched_alt_exit(tail: &[u8]) -> Option<usize> {
-    let find_all = |pats: &[&[u8]]| -> Vec<(usize, usize)> {
-        let mut v: Vec<(usize, usize)> = pats
-            .iter()
-            .flat_map(|p| memchr::memmem::find_iter(tail, p).map(move |i| (i, p.len())))
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    let first_enter = find_all(&ALT_ENTERS).first().map(|(i, _)| *i);
-    find_all(&ALT_EXITS)
-        .into_iter()
-        .rev()
-        .find(|(i, _)| first_enter.is_none_or(|e| *i < e))
-        .map(|(i, len)| i + len)
+/// Where the output after the last alternate-screen exit in `tail` begins,
+/// if there is one.
+fn after_last_alt_exit(tail: &[u8]) -> Option<usize> {
+    ALT_EXITS
+        .iter()
+        .filter_map(|p| memchr::memmem::rfind(tail, p).map(|i| i + p.len()))
+        .max()
 }
 
 /// Where an incomplete sequence at the end of `data` starts, if any.
@@ -337,15 +326,26 @@ impl TermModel {
                 None => return false,
             }
         };
-        // A full-screen program that started before the tail and exited in
-        // it: replaying its screens onto the main screen would leave them
-        // there, so start right after its exit.
-        let from = from.max(after_unmatched_alt_exit(tail).unwrap_or(0));
+        // The main screen is shown now, so whatever follows the tail's last
+        // alternate-screen exit is main-screen output; a full-screen
+        // program's screens before it must not be replayed onto the main
+        // screen (a real terminal restores the main screen on exit).
+        let from = from.max(after_last_alt_exit(tail).unwrap_or(0));
         let replay = &tail[from..];
         let newlines = replay.iter().filter(|b| **b == b'\n').count() as u64;
         let mut fresh = TermModel::new(cols, rows, tail_start + from as u64);
         fresh.lines = self.lines.saturating_sub(newlines);
         fresh.feed(replay);
+        // Modes set before the replayed tail (bracketed paste, cursor keys,
+        // mouse, a hidden cursor) carry over; synthetic, so neither `seq`
+        // nor `lines` move.
+        let old = self.parser.screen();
+        let mut modes = old.input_mode_formatted();
+        if old.hide_cursor() {
+            modes.extend_from_slice(b"\x1b[?25l");
+        }
+        fresh.parser.process(&modes);
+        let _ = std::mem::take(&mut fresh.parser.callbacks_mut().pending);
         debug_assert_eq!((fresh.seq, fresh.lines), (self.seq, self.lines));
         *self = fresh;
         true
@@ -506,6 +506,30 @@ mod tests {
         assert!(!text.contains("editor row"), "{text}");
         assert!(text.contains("$ after vim"), "{text}");
         assert_eq!(r.seq(), vim.len() as u64);
+        // Also when the program re-entered the alternate screen in the tail.
+        let reenter = alt_start + 20;
+        let mut again = vim[..reenter].to_vec();
+        again.extend_from_slice(b"\x1b[?1049h");
+        again.extend_from_slice(&vim[reenter..]);
+        let mut r = TermModel::new(80, 10, 0);
+        r.feed(&again);
+        assert!(r.reflow(60, 10, &again[start..], start as u64));
+        assert!(
+            !r.screen_text().contains("editor row"),
+            "{}",
+            r.screen_text()
+        );
+
+        // Modes set long before the tail survive the reflow.
+        let mut modes = b"\x1b[?2004h\x1b[?1h\x1b[?25l".to_vec();
+        modes.extend_from_slice(&out);
+        let mut r = TermModel::new(80, 10, 0);
+        r.feed(&modes);
+        let cut = 40;
+        assert!(r.reflow(100, 10, &modes[cut..], cut as u64));
+        let s = r.parser.screen();
+        assert!(s.bracketed_paste() && s.application_cursor() && s.hide_cursor());
+        assert_eq!((r.seq(), r.lines()), (modes.len() as u64, t.lines()));
 
         // Not reflowed: same width, a tail that does not end at seq, the
         // alternate screen.

@@ -5,9 +5,12 @@
 //! the snapshot that resyncs it would wait behind all of it.
 //!
 //! The agent queues live output with [`WireTx::try_output`], which refuses a
-//! frame that would take the backlog over its budget (the viewer is then
-//! lagging and gets a snapshot once [`WireTx::can_resync`]). Replays and
-//! snapshots go with [`WireTx::try_force`], bounded by the frame count only.
+//! frame that would take the *live* backlog over its budget (the viewer is
+//! then lagging and gets a snapshot once [`WireTx::can_resync`]). Replays
+//! and snapshots go with [`WireTx::try_force`], bounded by the frame count
+//! only and counted apart: a large snapshot still being written never makes
+//! the live output after it count as lag (which would answer it with
+//! another snapshot, and so on).
 //! The connection takes each event with [`WireRx::recv`] and holds the
 //! returned [`Backlog`] until the socket has taken the frame; dropping it
 //! releases the frame's bytes.
@@ -37,16 +40,37 @@ pub enum Refused {
 /// The agent's end of a viewer's queue.
 #[derive(Debug, Clone)]
 pub struct WireTx {
-    tx: mpsc::Sender<WireEvent>,
-    backlog: Arc<AtomicU64>,
+    tx: mpsc::Sender<Queued>,
+    counts: Arc<Counts>,
     budget: u64,
 }
 
 /// The connection's end of a viewer's queue.
 #[derive(Debug)]
 pub struct WireRx {
-    rx: mpsc::Receiver<WireEvent>,
-    backlog: Arc<AtomicU64>,
+    rx: mpsc::Receiver<Queued>,
+    counts: Arc<Counts>,
+}
+
+/// Bytes queued or not yet taken by the socket: live output, and forced
+/// frames (replays, snapshots).
+#[derive(Debug, Default)]
+struct Counts {
+    live: AtomicU64,
+    forced: AtomicU64,
+}
+
+impl Counts {
+    fn of(&self, forced: bool) -> &AtomicU64 {
+        if forced { &self.forced } else { &self.live }
+    }
+}
+
+/// An event in the queue, and which count its bytes are in.
+#[derive(Debug)]
+struct Queued {
+    ev: WireEvent,
+    forced: bool,
 }
 
 /// The bytes of one received frame, still counted in the viewer's backlog
@@ -54,12 +78,15 @@ pub struct WireRx {
 #[derive(Debug)]
 pub struct Backlog {
     bytes: u64,
-    backlog: Arc<AtomicU64>,
+    forced: bool,
+    counts: Arc<Counts>,
 }
 
 impl Drop for Backlog {
     fn drop(&mut self) {
-        self.backlog.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.counts
+            .of(self.forced)
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -67,62 +94,64 @@ impl Drop for Backlog {
 /// output.
 pub fn wire_queue(frames: usize, budget: u64) -> (WireTx, WireRx) {
     let (tx, rx) = mpsc::channel(frames.max(1));
-    let backlog = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     (
         WireTx {
             tx,
-            backlog: backlog.clone(),
+            counts: counts.clone(),
             budget,
         },
-        WireRx { rx, backlog },
+        WireRx { rx, counts },
     )
-}
-
-fn refused<T>(e: mpsc::error::TrySendError<T>) -> Refused {
-    match e {
-        mpsc::error::TrySendError::Full(_) => Refused::Full,
-        mpsc::error::TrySendError::Closed(_) => Refused::Closed,
-    }
 }
 
 impl WireTx {
     /// Queue a live output frame, unless the frame queue is full or the
-    /// frame would take the backlog over the budget (a frame larger than the
-    /// whole budget still goes when nothing is pending).
+    /// frame would take the live backlog over the budget (a frame larger
+    /// than the whole budget still goes when no live output is pending).
     pub fn try_output(&self, frame: Bytes) -> Result<(), Refused> {
         if self.tx.is_closed() {
             return Err(Refused::Closed);
         }
-        let pending = self.backlog();
-        if pending > 0 && pending + frame.len() as u64 > self.budget {
+        let live = self.counts.live.load(Ordering::Acquire);
+        if live > 0 && live + frame.len() as u64 > self.budget {
             return Err(Refused::Full);
         }
-        self.try_force(frame)
+        self.send(WireEvent::Frame(frame), false)
     }
 
     /// Queue a frame whatever the backlog (a replay or a snapshot), unless
     /// the frame queue is full.
     pub fn try_force(&self, frame: Bytes) -> Result<(), Refused> {
-        let n = frame.len() as u64;
+        self.send(WireEvent::Frame(frame), true)
+    }
+
+    fn send(&self, ev: WireEvent, forced: bool) -> Result<(), Refused> {
+        let n = match &ev {
+            WireEvent::Frame(f) => f.len() as u64,
+            WireEvent::Exited { .. } => 0,
+        };
+        let count = self.counts.of(forced);
         // Counted before the send: the receiver may release it at once.
-        self.backlog.fetch_add(n, Ordering::AcqRel);
-        self.tx.try_send(WireEvent::Frame(frame)).map_err(|e| {
-            self.backlog.fetch_sub(n, Ordering::AcqRel);
-            refused(e)
+        count.fetch_add(n, Ordering::AcqRel);
+        self.tx.try_send(Queued { ev, forced }).map_err(|e| {
+            count.fetch_sub(n, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Refused::Full,
+                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+            }
         })
     }
 
     /// Queue a non-frame event (`Exited`).
     pub fn try_event(&self, ev: WireEvent) -> Result<(), Refused> {
-        match ev {
-            WireEvent::Frame(f) => self.try_force(f),
-            other => self.tx.try_send(other).map_err(refused),
-        }
+        self.send(ev, true)
     }
 
     /// Whether a lagging viewer has room for its resync snapshot: half its
-    /// frame queue free and at most half its byte budget pending (a viewer
-    /// that just freed one slot would lag again at once).
+    /// frame queue free and at most half its byte budget pending, forced
+    /// frames included (a viewer that just freed one slot would lag again
+    /// at once, and snapshots must not pile up).
     pub fn can_resync(&self) -> bool {
         self.tx.capacity() * 2 >= self.tx.max_capacity() && self.backlog() * 2 <= self.budget
     }
@@ -136,9 +165,9 @@ impl WireTx {
         self.tx.is_closed()
     }
 
-    /// Bytes queued or not yet handed to the socket.
+    /// Bytes queued or not yet handed to the socket (live and forced).
     pub fn backlog(&self) -> u64 {
-        self.backlog.load(Ordering::Acquire)
+        self.counts.live.load(Ordering::Acquire) + self.counts.forced.load(Ordering::Acquire)
     }
 }
 
@@ -146,26 +175,27 @@ impl WireRx {
     /// The next event, and the hold on its bytes (drop it once the socket
     /// has taken the frame).
     pub async fn recv(&mut self) -> Option<(WireEvent, Backlog)> {
-        let ev = self.rx.recv().await?;
-        Some(self.held(ev))
+        let q = self.rx.recv().await?;
+        Some(self.held(q))
     }
 
     /// The next event if one is queued now (to batch frames into one write).
     pub fn try_recv(&mut self) -> Option<(WireEvent, Backlog)> {
-        let ev = self.rx.try_recv().ok()?;
-        Some(self.held(ev))
+        let q = self.rx.try_recv().ok()?;
+        Some(self.held(q))
     }
 
-    fn held(&self, ev: WireEvent) -> (WireEvent, Backlog) {
-        let bytes = match &ev {
+    fn held(&self, q: Queued) -> (WireEvent, Backlog) {
+        let bytes = match &q.ev {
             WireEvent::Frame(f) => f.len() as u64,
             WireEvent::Exited { .. } => 0,
         };
         (
-            ev,
+            q.ev,
             Backlog {
                 bytes,
-                backlog: self.backlog.clone(),
+                forced: q.forced,
+                counts: self.counts.clone(),
             },
         )
     }
@@ -216,6 +246,20 @@ mod tests {
         assert_eq!(tx.try_output(frame(1)), Err(Refused::Closed));
         assert_eq!(tx.try_force(frame(1)), Err(Refused::Closed));
         assert_eq!(tx.backlog(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_big_snapshot_in_flight_does_not_make_live_output_lag() {
+        let (tx, mut rx) = wire_queue(16, 100);
+        tx.try_force(frame(500)).unwrap();
+        // Live output keeps its own budget behind the snapshot.
+        tx.try_output(frame(60)).unwrap();
+        tx.try_output(frame(40)).unwrap();
+        assert_eq!(tx.try_output(frame(1)), Err(Refused::Full));
+        // No new snapshot while the first one is still unwritten.
+        assert!(!tx.can_resync());
+        drop(rx.recv().await.unwrap());
+        assert_eq!(tx.backlog(), 100);
     }
 
     #[tokio::test]

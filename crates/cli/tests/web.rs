@@ -1866,7 +1866,7 @@ fn the_shared_memory_is_edited_at_edit_level_and_reaches_everyone() {
         x["type"] == "memory"
             && x["memory"]["tasks"]
                 .as_array()
-                .is_some_and(|ts| ts.iter().any(|t| t["holder"] == "eve"))
+                .is_some_and(|ts| ts.iter().any(|t| t["holder"] == "web:eve"))
     });
     assert_eq!(got["memory"]["tasks"][0]["status"], "in_progress");
     let m2 = e2.mark();
@@ -1898,7 +1898,7 @@ fn the_shared_memory_is_edited_at_edit_level_and_reaches_everyone() {
     });
     let decisions = json_of(&w.n.ok(&["decision", "list", "--json"]));
     assert_eq!(decisions[0]["text"], "Merge after review");
-    assert_eq!(decisions[0]["by"], "ed");
+    assert_eq!(decisions[0]["by"], "web:ed");
     let dir = w.n.work.join(".agentos/memory");
     wait_until("the projections are written", W, || {
         std::fs::read_to_string(dir.join("context.md")).is_ok_and(|c| c == "# Shared context\n")

@@ -201,21 +201,62 @@ pub fn project(
     if p.is_empty(doc) && !dir.exists() {
         return Ok(None);
     }
-    std::fs::create_dir_all(&dir)?;
+    // The repository decides what `.agentos/` holds: never follow a link it
+    // planted there (a write through it could land anywhere).
+    for d in [root.join(".agentos"), dir.clone()] {
+        match std::fs::symlink_metadata(&d) {
+            Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a plain directory; not writing the memory there",
+                    d.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&d)?,
+            Err(e) => return Err(e),
+        }
+    }
     for (name, text) in [
         ("tasks.jsonl", &p.tasks_jsonl),
         ("decisions.md", &p.decisions_md),
         ("context.md", &p.context_md),
     ] {
         let path = dir.join(name);
-        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        let current = std::fs::symlink_metadata(&path)
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|_| std::fs::read_to_string(&path).ok());
+        if current.as_deref() == Some(text.as_str()) {
             continue;
         }
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &path)?;
+        write_new_then_rename(&dir, name, text)?;
     }
     Ok(Some(p))
+}
+
+/// Write `text` to a fresh file (random name, `O_EXCL`: never through an
+/// existing file or link) in `dir`, then rename it over `dir/name` (which
+/// replaces a link rather than following it).
+fn write_new_then_rename(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut b = [0u8; 6];
+    let _ = getrandom::fill(&mut b);
+    let tmp = dir.join(format!(
+        ".{name}.{}.tmp",
+        data_encoding::HEXLOWER.encode(&b)
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    if let Err(e) = f.write_all(text.as_bytes()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -283,5 +324,26 @@ mod tests {
         assert!(jsonl.contains("\"holder\"") || jsonl.contains("\"claims\""));
         assert!(memory_dir(dir.path()).join("decisions.md").exists());
         assert!(memory_dir(dir.path()).join("context.md").exists());
+
+        // A repository that plants links: nothing is written through them.
+        let evil = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), evil.path().join(".agentos")).unwrap();
+        assert!(project(evil.path(), &doc, None).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let evil = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(memory_dir(evil.path())).unwrap();
+        let target = outside.path().join("victim");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, memory_dir(evil.path()).join("context.md")).unwrap();
+        project(evil.path(), &doc, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        let ctx = memory_dir(evil.path()).join("context.md");
+        assert!(
+            !std::fs::symlink_metadata(&ctx)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
     }
 }

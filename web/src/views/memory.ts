@@ -56,8 +56,9 @@ export class MemoryPanel {
   }
 
   private taskRow(t: TaskView): HTMLElement {
+    // The node records web edits as `web:<name>`.
     const me = this.store.state.me?.name;
-    const mine = t.holder !== null && t.holder === me;
+    const mine = t.holder !== null && t.holder === `web:${me}`;
     const canEdit = this.canEdit;
     return h(
       'li',

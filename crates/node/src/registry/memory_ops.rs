@@ -38,12 +38,12 @@ impl NodeActor {
         doc
     }
 
-    /// The document holding the first of `agents` that runs here.
+    /// The document holding the first of `agents` (in the session's order)
+    /// that runs here.
     fn session_doc(&mut self, agents: &[String]) -> Option<Addr<DocActor>> {
-        let ws_id = self
-            .agents
-            .values()
-            .find(|e| agents.contains(&e.record.name))
+        let ws_id = agents
+            .iter()
+            .find_map(|n| self.agents.values().find(|e| &e.record.name == n))
             .map(|e| e.ws_id.clone())?;
         Some(self.doc(&ws_id))
     }

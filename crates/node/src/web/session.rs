@@ -71,6 +71,8 @@ pub struct SessionActor {
     memory: Option<MemoryView>,
     memory_reading: bool,
     memory_stale: bool,
+    /// Bumped when an edit's result is applied (reads started before are stale).
+    memory_gen: u64,
     span: tracing::Span,
 }
 
@@ -105,6 +107,7 @@ impl SessionActor {
             memory: None,
             memory_reading: false,
             memory_stale: false,
+            memory_gen: 0,
             span,
         }
     }
@@ -572,11 +575,15 @@ impl SessionActor {
                 self.refuse(conn, e, kind)
             }
             ClientMsg::MemoryEdit { op } => {
-                let by = self
-                    .people
-                    .get(&person)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_else(|| person.0.clone());
+                // `web:` + the chosen name: a guest cannot pass for an agent
+                // (`agent:<name>`) or the owner at the CLI.
+                let by = format!(
+                    "web:{}",
+                    self.people
+                        .get(&person)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_else(|| person.0.clone())
+                );
                 let msg = crate::registry::memory_ops::SessionMemoryEdit {
                     agents: self.agents.iter().map(|a| a.name.clone()).collect(),
                     op,
@@ -586,7 +593,11 @@ impl SessionActor {
                 async move { node.send(msg).await }
                     .into_actor(self)
                     .map(move |res, act, _| match res {
-                        Ok(Ok(memory)) => act.set_memory(memory),
+                        Ok(Ok(memory)) => {
+                            // Newer than any read still in flight.
+                            act.memory_gen += 1;
+                            act.set_memory(memory);
+                        }
                         Ok(Err(e)) => act.refuse(conn, e, kind),
                         Err(_) => act.refuse(
                             conn,
@@ -736,6 +747,7 @@ impl SessionActor {
             return;
         }
         self.memory_reading = true;
+        let gen_at_start = self.memory_gen;
         let agents = self.agents.iter().map(|a| a.name.clone()).collect();
         let node = self.shared.node.clone();
         async move {
@@ -745,12 +757,14 @@ impl SessionActor {
                 .flatten()
         }
         .into_actor(self)
-        .map(|m: Option<MemoryView>, act, ctx| {
+        .map(move |m: Option<MemoryView>, act, ctx| {
             act.memory_reading = false;
             if std::mem::take(&mut act.memory_stale) {
                 act.poll_memory(ctx);
             }
-            if let Some(m) = m {
+            // A read that started before an edit's own result was applied
+            // is older than it: drop it (the edit's DocChanged reads again).
+            if let Some(m) = m.filter(|_| act.memory_gen == gen_at_start) {
                 act.set_memory(m);
             }
         })
