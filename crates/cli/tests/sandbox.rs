@@ -239,11 +239,9 @@ fn escape_matrix_every_attempt_fails_and_is_audited() {
     let logs = s.node.logs("esc");
     assert!(!logs.contains(CANARY), "the canary leaked:\n{logs}");
     for (tag, _) in &cases {
-        let line = logs
-            .lines()
-            .find(|l| l.starts_with(&format!("{tag}-rc=")))
-            .unwrap_or_else(|| panic!("no result for {tag}:\n{logs}"));
-        assert_ne!(line, format!("{tag}-rc=0"), "{tag} succeeded:\n{logs}");
+        let codes = exit_codes(&logs, tag);
+        assert!(!codes.is_empty(), "no result for {tag}:\n{logs}");
+        assert!(codes.iter().all(|c| *c != "0"), "{tag} succeeded:\n{logs}");
     }
     // Nothing changed on the host side.
     assert!(key.exists(), "~/.ssh was moved");
@@ -558,6 +556,22 @@ fn find_dirs(root: &Path, name: &str, depth: u32) -> Vec<PathBuf> {
     out
 }
 
+/// The exit codes printed as `<tag>-rc=N` in an agent's output. Looked for
+/// anywhere, not at line starts: the echo of a command typed ahead can share
+/// a line with the previous command's output.
+fn exit_codes<'a>(logs: &'a str, tag: &str) -> Vec<&'a str> {
+    let key = format!("{tag}-rc=");
+    logs.match_indices(&key)
+        .map(|(i, _)| {
+            let rest = &logs[i + key.len()..];
+            &rest[..rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len())]
+        })
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
 #[test]
 fn blocked_names_in_the_worktree_are_denied_even_through_links() {
     if !can_sandbox() {
@@ -587,19 +601,7 @@ fn blocked_names_in_the_worktree_are_denied_even_through_links() {
     let logs = s.node.logs("names");
     assert!(!logs.contains(CANARY), "a secret leaked:\n{logs}");
     for (tag, _) in cases {
-        // The exit codes printed (the typed-ahead next command's echo may
-        // share their line, so look anywhere in the output).
-        let key = format!("{tag}-rc=");
-        let codes: Vec<&str> = logs
-            .match_indices(&key)
-            .map(|(i, _)| {
-                let rest = &logs[i + key.len()..];
-                &rest[..rest
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(rest.len())]
-            })
-            .filter(|d| !d.is_empty())
-            .collect();
+        let codes = exit_codes(&logs, tag);
         assert!(
             !codes.is_empty() && codes.iter().all(|c| *c != "0"),
             "{tag} was not refused ({codes:?}):\n{logs}"
