@@ -49,13 +49,7 @@ impl Web {
     /// A fresh node running `agents` (interactive bash, prompt `$ `, exits
     /// on SIGTERM so `agent_stop` is quick).
     fn start(agents: &[&str]) -> Web {
-        let n = Node::new();
-        std::fs::write(n.work.join("rc.sh"), "PS1='$ '\ntrap 'exit 0' TERM\n").unwrap();
-        let mut w = Web {
-            n,
-            hostport: String::new(),
-            owner: String::new(),
-        };
+        let mut w = Web::on(Node::new());
         for a in agents {
             w.create(a);
         }
@@ -63,20 +57,39 @@ impl Web {
         w
     }
 
+    /// A node (not yet started) that will run such agents; `refresh` once
+    /// its daemon runs.
+    fn on(n: Node) -> Web {
+        std::fs::write(n.work.join("rc.sh"), "PS1='$ '\ntrap 'exit 0' TERM\n").unwrap();
+        Web {
+            n,
+            hostport: String::new(),
+            owner: String::new(),
+        }
+    }
+
     fn create(&self, name: &str) {
+        self.create_in(&self.n.work, name);
+    }
+
+    /// Create agent `name` with `dir` as its working directory (its workspace).
+    fn create_in(&self, dir: &std::path::Path, name: &str) {
         let rc = self.n.work.join("rc.sh");
-        self.n.ok(&[
-            "create",
-            name,
-            "--detach",
-            "--isolation",
-            "none",
-            "--",
-            "bash",
-            "--rcfile",
-            rc.to_str().unwrap(),
-            "-i",
-        ]);
+        self.n.ok_in(
+            dir,
+            &[
+                "create",
+                name,
+                "--detach",
+                "--isolation",
+                "none",
+                "--",
+                "bash",
+                "--rcfile",
+                rc.to_str().unwrap(),
+                "-i",
+            ],
+        );
         wait_until(&format!("{name} shows its prompt"), W, || {
             self.logs(name).contains('$')
         });
@@ -1758,29 +1771,8 @@ fn comments_sync_between_the_owners_devices_and_reach_live_viewers() {
     let rb = b.work.join("repo");
     git2::Repository::clone(ra.to_str().unwrap(), &rb).unwrap();
     b.ok_in(&rb, &["sync", "enable"]);
-    let rc = a.work.join("rc.sh");
-    std::fs::write(&rc, "PS1='$ '\ntrap 'exit 0' TERM\n").unwrap();
-    a.ok_in(
-        &ra,
-        &[
-            "create",
-            "talk",
-            "--detach",
-            "--isolation",
-            "none",
-            "--",
-            "bash",
-            "--rcfile",
-            rc.to_str().unwrap(),
-            "-i",
-        ],
-    );
-    let mut w = Web {
-        n: a,
-        hostport: String::new(),
-        owner: String::new(),
-    };
-    w.wait_logs("talk", "$");
+    let mut w = Web::on(a);
+    w.create_in(&ra, "talk");
     w.refresh();
     w.send("talk", "echo XMARK-$((6*7))");
     w.wait_logs("talk", "XMARK-42");

@@ -592,18 +592,13 @@ impl SessionActor {
                 let node = self.shared.node.clone();
                 async move { node.send(msg).await }
                     .into_actor(self)
-                    .map(move |res, act, _| match res {
-                        Ok(Ok(memory)) => {
+                    .map(move |res, act, _| match answered(res) {
+                        Ok(memory) => {
                             // Newer than any read still in flight.
                             act.memory_gen += 1;
                             act.set_memory(memory);
                         }
-                        Ok(Err(e)) => act.refuse(conn, e, kind),
-                        Err(_) => act.refuse(
-                            conn,
-                            ErrorInfo::new(ErrorCode::Internal, "the node is busy"),
-                            kind,
-                        ),
+                        Err(e) => act.refuse(conn, e, kind),
                     })
                     .spawn(ctx);
             }
@@ -638,14 +633,10 @@ impl SessionActor {
         let node = self.shared.node.clone();
         async move { node.send(msg).await }
             .into_actor(self)
-            .map(move |res, act, _| match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => act.refuse(conn, e, kind),
-                Err(_) => act.refuse(
-                    conn,
-                    ErrorInfo::new(ErrorCode::Internal, "the node is busy"),
-                    kind,
-                ),
+            .map(move |res, act, _| {
+                if let Err(e) = answered(res) {
+                    act.refuse(conn, e, kind);
+                }
             })
             .spawn(ctx);
     }
@@ -677,21 +668,18 @@ impl SessionActor {
         let node = self.shared.node.clone();
         async move { node.send(op).await }
             .into_actor(self)
-            .map(move |res, act, _| match res {
-                // The node broadcasts the change to every session showing the agent.
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => act.refuse(conn, e, kind),
-                Err(_) => act.refuse(
-                    conn,
-                    ErrorInfo::new(ErrorCode::Internal, "the node is busy"),
-                    kind,
-                ),
+            .map(move |res, act, _| {
+                // On success the node broadcasts the change to every session
+                // showing the agent.
+                if let Err(e) = answered(res) {
+                    act.refuse(conn, e, kind);
+                }
             })
             .spawn(ctx);
     }
 
     /// Comments can also change on another device and arrive by sync
-    /// ([`RefreshComments`], and a slow poll as a safety net): compare with
+    /// ([`DocChanged`], and a slow poll as a safety net): compare with
     /// what viewers were sent and send the difference. One read at a time;
     /// a refresh asked for during a read runs right after it.
     fn poll_comments(&mut self, ctx: &mut Context<Self>) {
@@ -810,6 +798,11 @@ fn not_here(p: &PersonId) -> ErrorInfo {
         ErrorCode::InvalidArgument,
         format!("'{}' is not in this session", p.0),
     )
+}
+
+/// The node's answer to a request, or why there is none.
+fn answered<T>(r: Result<Result<T, ErrorInfo>, MailboxError>) -> Result<T, ErrorInfo> {
+    r.unwrap_or_else(|_| Err(ErrorInfo::new(ErrorCode::Internal, "the node is busy")))
 }
 
 fn denied(level: Permission, action: Action, floor_taken: bool) -> ErrorInfo {
